@@ -241,15 +241,19 @@ func validHostname(h string) bool {
 	if len(h) == 0 || len(h) > 253 {
 		return false
 	}
-	for _, label := range strings.Split(h, ".") {
+	start := 0
+	for i := 0; i <= len(h); i++ {
+		if i < len(h) && h[i] != '.' {
+			if c := h[i]; !isAlnum(c) && c != '-' {
+				return false
+			}
+			continue
+		}
+		label := h[start:i]
 		if len(label) == 0 || len(label) > 63 || !isAlnum(label[0]) || !isAlnum(label[len(label)-1]) {
 			return false
 		}
-		for i := 0; i < len(label); i++ {
-			if c := label[i]; !isAlnum(c) && c != '-' {
-				return false
-			}
-		}
+		start = i + 1
 	}
 	return true
 }
