@@ -1,0 +1,742 @@
+// Command runner is Outpost's relay benchmark: in one invocation it builds
+// Outpost and the bench sink, starts the sink (STARTTLS with a certificate
+// from a throw-away CA, verified by the relays), a tiny authoritative DNS
+// server for bench.test, and then, run after run, a fresh Outpost and a fresh
+// private Postfix instance. Each relay receives N messages of SIZE bytes from
+// Postfix's smtp-source over S parallel sessions and relays them to the sink;
+// the runner records messages/s (injection start → last message at the sink),
+// CPU seconds of the relay (every process of it, via a cgroup when the system
+// allows), CPU per 1000 messages and peak memory, and prints medians and the
+// Outpost/Postfix ratios. Everything is on the loopback. See bench/README.md.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ", ") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+type config struct {
+	n, size, sessions, runs int
+	timeout, stall, settle  time.Duration
+	only                    string
+	workdir, root           string
+	keep, verbose           bool
+	outpostBin              string
+	outpostExtra            string
+	postfixReuse            bool
+	postfixDNS              string
+	postfixSet              multiFlag
+	clientReuse             bool
+	jsonOut                 string
+	sampleEvery             time.Duration
+}
+
+// env is what the runs share: the sink, the DNS server and the CA.
+type env struct {
+	work, bin     string
+	sinkPort      int
+	sinkStats     string
+	caFile        string
+	dnsAddr       string
+	postfixDNS    string // "mx" or "static"
+	resolvConf    string
+	sinkCmd       *exec.Cmd
+	sinkLog       string
+	startedAt     time.Time
+	cpuMethodSeen map[string]string
+}
+
+type instance struct {
+	side, addr, dir, logFile string
+	acct                     *accounting
+	alive                    func() bool
+	mainPID                  func() int
+	stopFn                   func()
+	stopOnce                 sync.Once
+}
+
+func (i *instance) stop() {
+	i.stopOnce.Do(func() {
+		if i.stopFn != nil {
+			i.stopFn()
+		}
+	})
+}
+
+type side interface {
+	name() string
+	describe() string
+	start(run int, dir string) (*instance, error)
+}
+
+type result struct {
+	Side          string  `json:"side"`
+	Run           int     `json:"run"`
+	OK            bool    `json:"ok"`
+	Error         string  `json:"error,omitempty"`
+	Messages      int64   `json:"messages"`
+	Seconds       float64 `json:"seconds"`
+	MsgsPerSec    float64 `json:"msgs_per_sec"`
+	InjectSeconds float64 `json:"inject_seconds"`
+	CPUSeconds    float64 `json:"cpu_seconds"`
+	CPUPer1000    float64 `json:"cpu_seconds_per_1000"`
+	CPUAtDone     float64 `json:"cpu_seconds_at_last_delivery"`
+	RSSPeakMiB    float64 `json:"rss_peak_mib"`
+	PSSPeakMiB    float64 `json:"pss_peak_mib"`
+	ProcsPeak     int     `json:"procs_peak"`
+	SinkConns     int64   `json:"sink_connections"`
+	SinkTLS       int64   `json:"sink_tls_handshakes"`
+	SinkResumed   int64   `json:"sink_tls_resumed"`
+	SinkBytes     int64   `json:"sink_bytes"`
+	CPUMethod     string  `json:"cpu_method"`
+}
+
+var (
+	cleanupMu sync.Mutex
+	cleanups  []func()
+)
+
+func registerCleanup(f func()) {
+	cleanupMu.Lock()
+	cleanups = append(cleanups, f)
+	cleanupMu.Unlock()
+}
+
+func runCleanups() {
+	cleanupMu.Lock()
+	fs := cleanups
+	cleanups = nil
+	cleanupMu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
+}
+
+func fatalf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...)
+	runCleanups()
+	os.Exit(1)
+}
+
+func main() {
+	cfg := &config{}
+	flag.IntVar(&cfg.n, "n", 10000, "messages per run")
+	flag.IntVar(&cfg.size, "size", 4096, "message payload bytes (smtp-source -l); e.g. 102400 for the large-message variant")
+	flag.IntVar(&cfg.sessions, "sessions", 20, "parallel injecting SMTP sessions (smtp-source -s)")
+	flag.IntVar(&cfg.runs, "runs", 5, "runs per side (medians are reported)")
+	flag.DurationVar(&cfg.timeout, "timeout", 0, "per-run limit for injection+delivery (0: 120s + 20ms per message)")
+	flag.DurationVar(&cfg.stall, "stall", 60*time.Second, "fail a run when the sink count does not move for this long")
+	flag.DurationVar(&cfg.settle, "settle", time.Second, "CPU is read this long after the last delivery too (cleanup work)")
+	flag.StringVar(&cfg.only, "only", "both", "which relays: both, outpost, postfix")
+	flag.StringVar(&cfg.workdir, "workdir", "", "working directory (default: a new /var/tmp/outpost-bench.*); must not be tmpfs for fsync to mean anything")
+	flag.StringVar(&cfg.root, "root", "", "repository root (default: found from the working directory)")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the working directory (it is kept anyway when a run fails)")
+	flag.BoolVar(&cfg.verbose, "v", false, "verbose")
+	flag.StringVar(&cfg.outpostBin, "outpost-bin", "", "use this outpost binary instead of building ./cmd/outpost")
+	flag.StringVar(&cfg.outpostExtra, "outpost-extra", "", "YAML file appended to the generated outpost config")
+	flag.BoolVar(&cfg.postfixReuse, "postfix-tls-reuse", false, "let Postfix reuse TLS connections (smtp_tls_connection_reuse = yes, via tlsproxy)")
+	flag.StringVar(&cfg.postfixDNS, "postfix-dns", "auto", "how Postfix finds the sink: mx (real MX lookup: bench DNS on 127.0.0.1:53 + private mount namespace with its own resolv.conf), static (transport [127.0.0.1]:port + tls_policy match=sink.bench.test), auto (mx if possible)")
+	flag.Var(&cfg.postfixSet, "postfix-set", "extra main.cf line for the Postfix instance, e.g. -postfix-set 'smtp_destination_concurrency_limit = 40' (repeatable)")
+	flag.BoolVar(&cfg.clientReuse, "client-reuse", false, "injector keeps its sessions open between messages (smtp-source -d)")
+	flag.StringVar(&cfg.jsonOut, "json", "", "also write every run's figures as JSON to this file")
+	flag.DurationVar(&cfg.sampleEvery, "mem-sample", 100*time.Millisecond, "memory sampling interval")
+	flag.Parse()
+	if cfg.n <= 0 || cfg.size <= 0 || cfg.sessions <= 0 || cfg.runs <= 0 {
+		fatalf("-n, -size, -sessions and -runs must be positive")
+	}
+	if cfg.timeout == 0 {
+		cfg.timeout = 120*time.Second + time.Duration(cfg.n)*20*time.Millisecond
+	}
+	doOutpost := cfg.only == "both" || cfg.only == "outpost"
+	doPostfix := cfg.only == "both" || cfg.only == "postfix"
+	if !doOutpost && !doPostfix {
+		fatalf("-only must be both, outpost or postfix")
+	}
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "\nbench: %v: stopping everything\n", s)
+		runCleanups()
+		os.Exit(130)
+	}()
+	defer runCleanups()
+
+	root := cfg.root
+	if root == "" {
+		root = findRoot()
+	}
+	if root == "" {
+		fatalf("cannot find the repository root (go.mod with module outpost); use -root")
+	}
+	if _, err := exec.LookPath("smtp-source"); err != nil {
+		if _, err2 := os.Stat("/usr/sbin/smtp-source"); err2 != nil {
+			fatalf("smtp-source not found: install the Debian package postfix (apt-get install -y postfix)")
+		}
+		os.Setenv("PATH", os.Getenv("PATH")+":/usr/sbin")
+	}
+	if doPostfix {
+		if _, err := exec.LookPath("postfix"); err != nil {
+			fatalf("postfix not found: install the Debian package postfix")
+		}
+	}
+
+	e := &env{startedAt: time.Now()}
+	work := cfg.workdir
+	if work == "" {
+		d, err := os.MkdirTemp("/var/tmp", "outpost-bench.")
+		if err != nil {
+			fatalf("%v", err)
+		}
+		work = d
+	} else if err := os.MkdirAll(work, 0o755); err != nil {
+		fatalf("%v", err)
+	}
+	work, _ = filepath.Abs(work)
+	// Postfix daemons (user postfix) need to traverse to data_directory.
+	os.Chmod(work, 0o755)
+	e.work = work
+	os.WriteFile(filepath.Join(work, "runner.pid"), []byte(fmt.Sprintln(os.Getpid())), 0o644)
+	e.bin = filepath.Join(work, "bin")
+	os.MkdirAll(e.bin, 0o755)
+	if isTmpfs(work) {
+		fmt.Fprintf(os.Stderr, "bench: WARNING: %s is on tmpfs: fsync costs nothing there, figures are not representative\n", work)
+	}
+	failed := false
+	defer func() {
+		if cfg.keep || failed {
+			fmt.Fprintf(os.Stderr, "bench: working directory kept: %s\n", work)
+		} else if cfg.workdir == "" {
+			os.RemoveAll(work)
+		}
+	}()
+	fmt.Printf("bench: workdir %s; %d msgs × %d bytes, %d sessions, %d run(s) per side\n",
+		work, cfg.n, cfg.size, cfg.sessions, cfg.runs)
+
+	// a. Build.
+	if out, err := goBuild(root, filepath.Join(e.bin, "sink"), "./bench/sink"); err != nil {
+		fatalf("building the sink failed: %v\n%s", err, out)
+	}
+	var sides []side
+	outpostErr := ""
+	if doOutpost {
+		bin := cfg.outpostBin
+		if bin == "" {
+			bin = filepath.Join(e.bin, "outpost")
+			if _, err := os.Stat(filepath.Join(root, "cmd", "outpost")); err != nil {
+				outpostErr = "./cmd/outpost does not exist"
+			} else if out, err := goBuild(root, bin, "./cmd/outpost"); err != nil {
+				outpostErr = fmt.Sprintf("go build ./cmd/outpost failed: %v\n%s", err, strings.TrimSpace(string(out)))
+			}
+		} else if _, err := os.Stat(bin); err != nil {
+			outpostErr = err.Error()
+		}
+		if outpostErr != "" {
+			if !doPostfix {
+				fatalf("outpost unavailable: %s", outpostErr)
+			}
+			fmt.Fprintf(os.Stderr, "bench: OUTPOST UNAVAILABLE, measuring Postfix only: %s\n", outpostErr)
+		} else {
+			sides = append(sides, &outpostSide{cfg: cfg, env: e, bin: bin})
+		}
+	}
+	if doPostfix {
+		sides = append(sides, &postfixSide{cfg: cfg, env: e})
+	}
+
+	// c. DNS for Outpost (any free loopback port) and, in mx mode, for Postfix
+	// on 127.0.0.1:53 (the resolver library cannot be told another port).
+	dnsPort, err := freePort()
+	if err != nil {
+		fatalf("%v", err)
+	}
+	e.dnsAddr = fmt.Sprintf("127.0.0.1:%d", dnsPort)
+	d, err := startDNS(e.dnsAddr)
+	if err != nil {
+		fatalf("DNS server on %s: %v", e.dnsAddr, err)
+	}
+	registerCleanup(d.stop)
+	if doPostfix {
+		e.postfixDNS = cfg.postfixDNS
+		if e.postfixDNS == "auto" || e.postfixDNS == "mx" {
+			why := ""
+			if _, err := exec.LookPath("unshare"); err != nil {
+				why = "unshare(1) not found"
+			} else if err := exec.Command("unshare", "--mount", "--propagation", "private", "true").Run(); err != nil {
+				why = "cannot make a mount namespace: " + err.Error()
+			} else if d53, err := startDNS("127.0.0.1:53"); err != nil {
+				why = "127.0.0.1:53 unavailable: " + err.Error()
+			} else {
+				registerCleanup(d53.stop)
+				e.resolvConf = filepath.Join(work, "resolv.conf")
+				os.WriteFile(e.resolvConf, []byte("# bench: Postfix's private resolver configuration\nnameserver 127.0.0.1\noptions timeout:2 attempts:2\n"), 0o644)
+				e.postfixDNS = "mx"
+			}
+			if why != "" {
+				if cfg.postfixDNS == "mx" {
+					fatalf("-postfix-dns mx: %s", why)
+				}
+				fmt.Fprintf(os.Stderr, "bench: Postfix MX lookup mode unavailable (%s); using static transport\n", why)
+				e.postfixDNS = "static"
+			}
+		} else if e.postfixDNS != "static" {
+			fatalf("-postfix-dns must be auto, mx or static")
+		}
+	}
+
+	// b. The sink.
+	if err := startSink(e); err != nil {
+		fatalf("sink: %v", err)
+	}
+
+	for _, s := range sides {
+		fmt.Printf("bench: %-8s %s\n", s.name()+":", s.describe())
+	}
+
+	// Runs, alternating which side goes first to spread drift evenly.
+	var results []result
+	for r := 1; r <= cfg.runs; r++ {
+		order := append([]side(nil), sides...)
+		if r%2 == 0 {
+			for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
+				order[i], order[j] = order[j], order[i]
+			}
+		}
+		for _, s := range order {
+			res := runOne(cfg, e, s, r)
+			if !res.OK {
+				failed = true
+			}
+			results = append(results, res)
+			printRun(res)
+		}
+	}
+	if cfg.jsonOut != "" {
+		b, _ := json.MarshalIndent(results, "", "  ")
+		os.WriteFile(cfg.jsonOut, b, 0o644)
+	}
+	summarize(cfg, results, outpostErr)
+	if failed {
+		runCleanups()
+		fmt.Fprintf(os.Stderr, "bench: some runs failed; working directory kept: %s\n", work)
+		os.Exit(1)
+	}
+}
+
+func findRoot() string {
+	dir, _ := os.Getwd()
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), "module outpost") {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}
+
+func goBuild(root, out, pkg string) ([]byte, error) {
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	return cmd.CombinedOutput()
+}
+
+func isTmpfs(path string) bool {
+	var st syscall.Statfs_t
+	return syscall.Statfs(path, &st) == nil && st.Type == 0x01021994
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func killPID(pid int) { syscall.Kill(pid, syscall.SIGKILL) }
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitBanner waits until addr answers with an SMTP 220 greeting.
+func waitBanner(addr string, limit time.Duration, alive func() bool) error {
+	deadline := time.Now().Add(limit)
+	var last error
+	for time.Now().Before(deadline) {
+		if !alive() {
+			return errors.New("process exited")
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err == nil && strings.HasPrefix(line, "220") {
+				io.WriteString(c, "QUIT\r\n")
+				c.Close()
+				return nil
+			}
+			c.Close()
+			last = fmt.Errorf("greeting %q: %v", strings.TrimSpace(line), err)
+		} else {
+			last = err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("timed out after %v: %v", limit, last)
+}
+
+// --- sink -------------------------------------------------------------------
+
+type sinkStats struct {
+	Connections  int64 `json:"connections"`
+	TLS          int64 `json:"tls_handshakes"`
+	TLSResumed   int64 `json:"tls_resumed"`
+	Messages     int64 `json:"messages"`
+	Recipients   int64 `json:"recipients"`
+	Bytes        int64 `json:"bytes"`
+	Rejected     int64 `json:"rejected"`
+	FirstMessage int64 `json:"first_message_unix_nano"`
+	LastMessage  int64 `json:"last_message_unix_nano"`
+}
+
+var httpc = &http.Client{Timeout: 5 * time.Second}
+
+func startSink(e *env) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	sport, err := freePort()
+	if err != nil {
+		return err
+	}
+	e.sinkPort = port
+	e.sinkStats = fmt.Sprintf("127.0.0.1:%d", sport)
+	e.caFile = filepath.Join(e.work, "sink-ca.pem")
+	e.sinkLog = filepath.Join(e.work, "sink.log")
+	logf, err := os.Create(e.sinkLog)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(e.bin, "sink"),
+		"-listen", fmt.Sprintf("127.0.0.1:%d", port), "-stats", e.sinkStats,
+		"-name", "sink.bench.test", "-ca-out", e.caFile)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(exited) }()
+	registerCleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
+	e.sinkCmd = cmd
+	alive := func() bool {
+		select {
+		case <-exited:
+			return false
+		default:
+			return true
+		}
+	}
+	if err := waitBanner(fmt.Sprintf("127.0.0.1:%d", port), 15*time.Second, alive); err != nil {
+		return fmt.Errorf("%v\n%s", err, tail(e.sinkLog, 10))
+	}
+	for i := 0; i < 100; i++ {
+		if _, err := getSinkStats(e); err == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("counters endpoint does not answer")
+}
+
+func getSinkStats(e *env) (sinkStats, error) {
+	var s sinkStats
+	resp, err := httpc.Get("http://" + e.sinkStats + "/stats")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+func resetSink(e *env) error {
+	resp, err := httpc.Post("http://"+e.sinkStats+"/reset", "text/plain", nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// --- one run ------------------------------------------------------------------
+
+func runOne(cfg *config, e *env, s side, run int) (res result) {
+	res = result{Side: s.name(), Run: run}
+	rd := filepath.Join(e.work, fmt.Sprintf("%s-%d", s.name(), run))
+	if err := os.MkdirAll(rd, 0o755); err != nil {
+		res.Error = err.Error()
+		return
+	}
+	inst, err := s.start(run, rd)
+	if err != nil {
+		res.Error = "start: " + err.Error()
+		return
+	}
+	defer inst.stop()
+	res.CPUMethod = inst.acct.method()
+	// Let the freshly started instance settle (Postfix spawns its daemons).
+	time.Sleep(500 * time.Millisecond)
+	if err := resetSink(e); err != nil {
+		res.Error = "sink reset: " + err.Error()
+		return
+	}
+
+	mem := sampleMemory(inst.acct, cfg.sampleEvery)
+	cpu0, err := inst.acct.cpu()
+	if err != nil {
+		mem.finish()
+		res.Error = "cpu: " + err.Error()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
+	defer cancel()
+	args := []string{"-s", fmt.Sprint(cfg.sessions), "-m", fmt.Sprint(cfg.n), "-l", fmt.Sprint(cfg.size),
+		"-M", "client.bench-inject.test", "-f", "from@client.bench-inject.test", "-t", "rcpt@bench.test"}
+	if cfg.clientReuse {
+		args = append(args, "-d")
+	}
+	args = append(args, inst.addr)
+	injOut := filepath.Join(rd, "smtp-source.log")
+	injLog, _ := os.Create(injOut)
+	inj := exec.CommandContext(ctx, "smtp-source", args...)
+	inj.Stdout, inj.Stderr = injLog, injLog
+	inj.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if cfg.verbose {
+		fmt.Fprintf(os.Stderr, "bench: smtp-source %s\n", strings.Join(args, " "))
+	}
+	t0 := time.Now()
+	if err := inj.Start(); err != nil {
+		mem.finish()
+		res.Error = "smtp-source: " + err.Error()
+		return
+	}
+	injDone := make(chan error, 1)
+	go func() { injDone <- inj.Wait(); injLog.Close() }()
+
+	var st sinkStats
+	injecting := true
+	lastCount, lastMove := int64(-1), time.Now()
+	fail := func(msg string) result {
+		mem.finish()
+		res.Error = msg
+		res.Messages = st.Messages
+		diag := fmt.Sprintf("\n--- %s (last lines) ---\n%s", inst.logFile, tail(inst.logFile, 25))
+		if s.name() == "postfix" {
+			diag += fmt.Sprintf("\n(postfix queue still holds %d messages)", postfixQueueCount(rd))
+		}
+		if b, _ := os.ReadFile(injOut); len(b) > 0 {
+			diag += "\n--- smtp-source ---\n" + tail(injOut, 10)
+		}
+		res.Error += diag
+		return res
+	}
+	for {
+		if injecting {
+			select {
+			case err := <-injDone:
+				injecting = false
+				res.InjectSeconds = time.Since(t0).Seconds()
+				if err != nil {
+					return fail(fmt.Sprintf("smtp-source failed after %.1fs: %v", res.InjectSeconds, err))
+				}
+			default:
+			}
+		}
+		st, err = getSinkStats(e)
+		if err != nil {
+			return fail("sink stats: " + err.Error())
+		}
+		if st.Messages >= int64(cfg.n) && !injecting {
+			break
+		}
+		if st.Messages != lastCount {
+			lastCount, lastMove = st.Messages, time.Now()
+		}
+		if !inst.alive() {
+			return fail(fmt.Sprintf("%s exited during the run (%d/%d delivered)", s.name(), st.Messages, cfg.n))
+		}
+		if ctx.Err() != nil {
+			return fail(fmt.Sprintf("timeout after %v: %d/%d delivered", cfg.timeout, st.Messages, cfg.n))
+		}
+		if time.Since(lastMove) > cfg.stall {
+			return fail(fmt.Sprintf("stalled: sink count stuck at %d/%d for %v", st.Messages, cfg.n, cfg.stall))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cpuDone, _ := inst.acct.cpu()
+	time.Sleep(cfg.settle)
+	cpuEnd, _ := inst.acct.cpu()
+	peaks := mem.finish()
+	var hwm int64
+	if p := inst.mainPID(); p > 0 {
+		_, _, hwm = readMem(p)
+	}
+
+	elapsed := time.Unix(0, st.LastMessage).Sub(t0).Seconds()
+	res.OK = true
+	res.Messages = st.Messages
+	res.Seconds = elapsed
+	res.MsgsPerSec = float64(st.Messages) / elapsed
+	res.CPUAtDone = (cpuDone - cpu0).Seconds()
+	res.CPUSeconds = (cpuEnd - cpu0).Seconds()
+	res.CPUPer1000 = res.CPUSeconds / float64(st.Messages) * 1000
+	res.RSSPeakMiB = float64(max(peaks.rssKB, hwm)) / 1024
+	res.PSSPeakMiB = float64(peaks.pssKB) / 1024
+	res.ProcsPeak = peaks.procs
+	res.SinkConns, res.SinkTLS, res.SinkResumed, res.SinkBytes = st.Connections, st.TLS, st.TLSResumed, st.Bytes
+	return res
+}
+
+func printRun(r result) {
+	if !r.OK {
+		fmt.Printf("run %d %-8s FAILED: %s\n", r.Run, r.Side, r.Error)
+		return
+	}
+	fmt.Printf("run %d %-8s %8.1f msg/s  %6.2fs  inject %6.2fs  CPU %6.2fs (%.3f s/1000 msgs)  RSS %6.1f MiB  PSS %6.1f MiB  procs %d  sink: %d conns, %d TLS (%d resumed)\n",
+		r.Run, r.Side, r.MsgsPerSec, r.Seconds, r.InjectSeconds, r.CPUSeconds, r.CPUPer1000, r.RSSPeakMiB, r.PSSPeakMiB,
+		r.ProcsPeak, r.SinkConns, r.SinkTLS, r.SinkResumed)
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+type summary struct {
+	ok                                    int
+	rate, secs, cpu, cpuK, rss, pss, conn float64
+	tls                                   float64
+}
+
+func summarize(cfg *config, results []result, outpostErr string) {
+	by := map[string][]result{}
+	for _, r := range results {
+		if r.OK {
+			by[r.Side] = append(by[r.Side], r)
+		}
+	}
+	sum := map[string]summary{}
+	for side, rs := range by {
+		col := func(f func(result) float64) float64 {
+			var xs []float64
+			for _, r := range rs {
+				xs = append(xs, f(r))
+			}
+			return median(xs)
+		}
+		sum[side] = summary{
+			ok:   len(rs),
+			rate: col(func(r result) float64 { return r.MsgsPerSec }),
+			secs: col(func(r result) float64 { return r.Seconds }),
+			cpu:  col(func(r result) float64 { return r.CPUSeconds }),
+			cpuK: col(func(r result) float64 { return r.CPUPer1000 }),
+			rss:  col(func(r result) float64 { return r.RSSPeakMiB }),
+			pss:  col(func(r result) float64 { return r.PSSPeakMiB }),
+			conn: col(func(r result) float64 { return float64(r.SinkConns) }),
+			tls:  col(func(r result) float64 { return float64(r.SinkTLS) }),
+		}
+	}
+	fmt.Printf("\n=== medians: %d msgs × %d bytes, %d sessions, %d run(s) per side ===\n", cfg.n, cfg.size, cfg.sessions, cfg.runs)
+	fmt.Printf("%-8s %5s %10s %9s %9s %14s %13s %13s %11s %11s\n",
+		"relay", "ok", "msgs/s", "time s", "CPU s", "CPU s/1000msg", "RSS peak MiB", "PSS peak MiB", "sink conns", "sink TLS hs")
+	for _, side := range []string{"outpost", "postfix"} {
+		s, ok := sum[side]
+		if !ok {
+			note := "no successful run"
+			if side == "outpost" && outpostErr != "" {
+				note = "unavailable: " + firstLine(outpostErr)
+			}
+			if side == "postfix" && cfg.only == "outpost" || side == "outpost" && cfg.only == "postfix" {
+				continue
+			}
+			fmt.Printf("%-8s %s\n", side, note)
+			continue
+		}
+		fmt.Printf("%-8s %2d/%-2d %10.1f %9.2f %9.2f %14.3f %13.1f %13.1f %11.0f %11.0f\n",
+			side, s.ok, cfg.runs, s.rate, s.secs, s.cpu, s.cpuK, s.rss, s.pss, s.conn, s.tls)
+	}
+	o, ok1 := sum["outpost"]
+	p, ok2 := sum["postfix"]
+	if ok1 && ok2 {
+		rRate := o.rate / p.rate
+		rCPU := o.cpuK / p.cpuK
+		fmt.Printf("\nratios (Outpost / Postfix):\n")
+		fmt.Printf("  messages/s        %6.2f×   (issue target ≥ 2×, project goal 5×)\n", rRate)
+		fmt.Printf("  CPU per message   %6.2f×   (issue target ≤ 0.5×)\n", rCPU)
+		fmt.Printf("  peak RSS          %6.2f×\n", o.rss/p.rss)
+		fmt.Printf("  peak PSS          %6.2f×\n", o.pss/p.pss)
+		verdict := "MET"
+		if rRate < 2 || rCPU > 0.5 {
+			verdict = "NOT MET"
+		}
+		fmt.Printf("  issue #2 performance target: %s\n", verdict)
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}
