@@ -1,0 +1,113 @@
+package deliver
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"strings"
+	"time"
+)
+
+// VerifyError is a certificate verification failure. Reason uses the
+// OpenSSL wording that mail-log parsers expect ("peer cert does not match
+// domain", "certificate has expired", "unable to get local issuer
+// certificate", "self signed certificate").
+type VerifyError struct {
+	Reason string
+	Err    error // the x509 error, when there is one
+}
+
+func (e *VerifyError) Error() string { return "verify error: " + e.Reason }
+func (e *VerifyError) Unwrap() error { return e.Err }
+
+// Verify checks a TLS peer the way a verifying mode requires: the chain
+// must lead to roots (intermediates taken from the peer, validity checked
+// at now), then the leaf must be valid for one of names (MatchCert). The
+// chain is checked first, so an expired certificate reports "certificate
+// has expired" even when its name also mismatches (OpenSSL's order).
+// It returns nil or a *VerifyError; the matched name on success.
+func Verify(cs tls.ConnectionState, roots *x509.CertPool, names []string, now time.Time) (string, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return "", &VerifyError{Reason: "no peer certificate"}
+	}
+	leaf := cs.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	if err != nil {
+		return "", &VerifyError{Reason: chainReason(err, cs.PeerCertificates, now), Err: err}
+	}
+	if m, ok := MatchCert(leaf, names); ok {
+		return m, nil
+	}
+	return "", &VerifyError{Reason: "peer cert does not match domain"}
+}
+
+func chainReason(err error, chain []*x509.Certificate, now time.Time) string {
+	var inv x509.CertificateInvalidError
+	if errors.As(err, &inv) && inv.Reason == x509.Expired {
+		if now.Before(inv.Cert.NotBefore) {
+			return "certificate is not yet valid"
+		}
+		return "certificate has expired"
+	}
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) {
+		leaf := chain[0]
+		if len(chain) == 1 && leaf.CheckSignatureFrom(leaf) == nil {
+			return "self signed certificate"
+		}
+		return "unable to get local issuer certificate"
+	}
+	return err.Error()
+}
+
+// MatchCert reports whether cert is valid for one of names and which one:
+// the DNS subjectAltNames are used, or the subject CN only when the
+// certificate has no DNS SAN (RFC 6125 §6.4.4). Matching follows MatchName.
+func MatchCert(cert *x509.Certificate, names []string) (string, bool) {
+	presented := cert.DNSNames
+	if len(presented) == 0 && cert.Subject.CommonName != "" {
+		presented = []string{cert.Subject.CommonName}
+	}
+	for _, ref := range names {
+		for _, p := range presented {
+			if MatchName(p, ref) {
+				return ref, true
+			}
+		}
+	}
+	return "", false
+}
+
+// MatchName reports whether a presented certificate name matches a
+// reference name. Comparison is case-insensitive and ignores a trailing
+// dot. A wildcard is accepted only as the complete leftmost label
+// ("*.example.com"), matching exactly one label: it matches
+// "mx.example.com" but not "example.com" nor "a.mx.example.com"
+// (RFC 6125 §6.4.3; RFC 8461 §3.4 for MTA-STS). Partial-label wildcards
+// ("m*.example.com") and wildcards over a single remaining label ("*.com")
+// are rejected.
+func MatchName(presented, ref string) bool {
+	p := strings.ToLower(strings.TrimSuffix(presented, "."))
+	r := strings.ToLower(strings.TrimSuffix(ref, "."))
+	if p == "" || r == "" || strings.HasPrefix(r, "*") {
+		return false
+	}
+	if !strings.Contains(p, "*") {
+		return p == r
+	}
+	rest, ok := strings.CutPrefix(p, "*.")
+	if !ok || strings.Contains(rest, "*") || !strings.Contains(rest, ".") {
+		return false
+	}
+	label, suffix, ok := strings.Cut(r, ".")
+	return ok && label != "" && suffix == rest
+}
