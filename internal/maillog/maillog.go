@@ -32,9 +32,10 @@ import (
 // Level is a mail-log severity; a logger writes lines at or above its level.
 type Level int
 
-// The levels, most severe first.
+// The levels, most severe first. Info is the zero value, so that a zero
+// Options logs at Info like every other zero-means-default option.
 const (
-	Critical Level = iota
+	Critical Level = iota - 2
 	Warning
 	Info
 	Debug
@@ -43,18 +44,21 @@ const (
 
 var levelNames = [...]string{"Critical", "Warning", "Info", "Debug", "Trace"}
 
+// String returns the level's name as it appears in a line ("Info"); an
+// unknown level reads as Info.
 func (l Level) String() string {
-	if l < 0 || int(l) >= len(levelNames) {
+	i := int(l - Critical)
+	if i < 0 || i >= len(levelNames) {
 		return "Info"
 	}
-	return levelNames[l]
+	return levelNames[i]
 }
 
 // ParseLevel reads "critical", "warning", "info", "debug" or "trace".
 func ParseLevel(s string) (Level, error) {
 	for i, n := range levelNames {
-		if strings.EqualFold(s, n) || (i == int(Info) && strings.EqualFold(s, "information")) {
-			return Level(i), nil
+		if lv := Critical + Level(i); strings.EqualFold(s, n) || (lv == Info && strings.EqualFold(s, "information")) {
+			return lv, nil
 		}
 	}
 	return Info, fmt.Errorf("unknown mail log level %q (want critical, warning, info, debug or trace)", s)
@@ -62,7 +66,7 @@ func ParseLevel(s string) (Level, error) {
 
 // Options configure a Logger.
 type Options struct {
-	Level         Level
+	Level         Level         // lines above this severity are dropped; zero = Info
 	MaxSize       int64         // roll over when mail.current exceeds this; 0 = 10 MiB
 	MaxAge        time.Duration // roll over when mail.current is older; 0 = 24h
 	Keep          int           // rolled-over files kept; 0 = 10
@@ -78,12 +82,14 @@ type Logger struct {
 	opts    Options
 	dir     string
 	f       *os.File
+	out     io.Writer // what w writes to: f, or the NewWriter target
 	w       *bufio.Writer
 	size    int64
 	opened  time.Time
 	sys     *syslog.Writer
 	subs    map[chan string]struct{}
 	warned  bool
+	closed  bool
 	done    chan struct{}
 	stopped chan struct{}
 }
@@ -127,9 +133,10 @@ func Open(dir string, opts Options) (*Logger, error) {
 }
 
 // NewWriter makes a logger that writes to w with no file handling (for
-// commands that print mail-log lines, and tests).
+// commands that print mail-log lines, and tests). Each line reaches w before
+// the logging call returns.
 func NewWriter(w io.Writer, level Level) *Logger {
-	l := &Logger{opts: Options{Level: level, Now: time.Now}, w: bufio.NewWriterSize(w, 0), subs: map[chan string]struct{}{}}
+	l := &Logger{opts: Options{Level: level, Now: time.Now}, out: w, w: bufio.NewWriter(w), subs: map[chan string]struct{}{}}
 	return l
 }
 
@@ -144,7 +151,7 @@ func (l *Logger) openCurrent() error {
 		f.Close()
 		return fmt.Errorf("stat mail log: %w", err)
 	}
-	l.f, l.w, l.size, l.opened = f, bufio.NewWriterSize(f, 64<<10), st.Size(), l.opts.Now()
+	l.f, l.out, l.w, l.size, l.opened = f, f, bufio.NewWriterSize(f, 64<<10), st.Size(), l.opts.Now()
 	return nil
 }
 
@@ -159,7 +166,7 @@ func (l *Logger) flusher() {
 		case <-t.C:
 			l.mu.Lock()
 			l.flushLocked()
-			if l.opts.Now().Sub(l.opened) >= l.opts.MaxAge {
+			if l.size > 0 && l.opts.Now().Sub(l.opened) >= l.opts.MaxAge {
 				l.rolloverLocked()
 			}
 			l.mu.Unlock()
@@ -171,15 +178,26 @@ func (l *Logger) flushLocked() {
 	if l.w == nil {
 		return
 	}
-	if err := l.w.Flush(); err != nil && !l.warned {
-		l.warned = true
-		slog.Error("mail log write failed", "err", err)
+	if err := l.w.Flush(); err != nil {
+		if !l.warned {
+			l.warned = true
+			slog.Error("mail log write failed", "err", err)
+		}
+		// A bufio.Writer keeps its first error forever: drop the buffered
+		// lines and start afresh, so that the log resumes once the cause
+		// (a full disk, say) goes away.
+		l.w.Reset(l.out)
+		return
 	}
+	l.warned = false // report the next failure too
 }
 
 // Rollover closes mail.current, renames it to mail.@<timestamp>.s and starts
 // a new one, as the appliance's rollovernow does.
 func (l *Logger) Rollover() {
+	if l == nil {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.rolloverLocked()
@@ -191,9 +209,8 @@ func (l *Logger) rolloverLocked() {
 	}
 	l.flushLocked()
 	l.f.Close()
-	ts := l.opts.Now().UTC().Format("20060102T150405.000000")
 	cur := filepath.Join(l.dir, CurrentName)
-	if err := os.Rename(cur, filepath.Join(l.dir, "mail.@"+ts+".s")); err != nil {
+	if err := os.Rename(cur, l.rolledNameLocked()); err != nil {
 		slog.Error("mail log rollover", "err", err)
 	}
 	if err := l.openCurrent(); err != nil {
@@ -202,6 +219,21 @@ func (l *Logger) rolloverLocked() {
 		return
 	}
 	l.pruneLocked()
+}
+
+// rolledNameLocked names the next rolled-over file after the current time,
+// moving a microsecond later while that name is taken, so that two rollovers
+// within one clock tick never overwrite each other and the names still sort
+// in rollover order.
+func (l *Logger) rolledNameLocked() string {
+	t := l.opts.Now().UTC()
+	for {
+		p := filepath.Join(l.dir, "mail.@"+t.Format("20060102T150405.000000")+".s")
+		if _, err := os.Lstat(p); os.IsNotExist(err) {
+			return p
+		}
+		t = t.Add(time.Microsecond)
+	}
 }
 
 func (l *Logger) pruneLocked() {
@@ -213,9 +245,17 @@ func (l *Logger) pruneLocked() {
 	}
 }
 
-// Close flushes and closes the log.
+// Close flushes and closes the log. Lines logged after Close are dropped;
+// closing twice is harmless.
 func (l *Logger) Close() error {
 	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	first := !l.closed
+	l.closed = true
+	l.mu.Unlock()
+	if !first {
 		return nil
 	}
 	if l.done != nil {
@@ -232,7 +272,9 @@ func (l *Logger) Close() error {
 	}
 	if l.sys != nil {
 		l.sys.Close()
+		l.sys = nil
 	}
+	l.w = nil
 	return err
 }
 
@@ -241,8 +283,12 @@ func (l *Logger) Enabled(lv Level) bool { return l != nil && lv <= l.opts.Level 
 
 // Subscribe returns a channel receiving every written line (with its
 // timestamp and level) until cancel is called; slow readers miss lines
-// rather than slow mail flow.
+// rather than slow mail flow. A nil Logger returns a nil channel, which
+// never delivers.
 func (l *Logger) Subscribe() (ch <-chan string, cancel func()) {
+	if l == nil {
+		return nil, func() {}
+	}
 	c := make(chan string, 1024)
 	l.mu.Lock()
 	l.subs[c] = struct{}{}
@@ -259,14 +305,16 @@ func (l *Logger) Log(lv Level, format string, args ...any) {
 	if !l.Enabled(lv) {
 		return
 	}
-	text := fmt.Sprintf(format, args...)
+	text := oneLine(fmt.Sprintf(format, args...))
 	line := l.opts.Now().Format("Mon Jan _2 15:04:05 2006") + " " + lv.String() + ": " + text + "\n"
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.w != nil {
 		n, _ := l.w.WriteString(line)
 		l.size += int64(n)
-		if l.f != nil && l.size >= l.opts.MaxSize {
+		if l.f == nil {
+			l.flushLocked() // NewWriter: no flusher goroutine
+		} else if l.size >= l.opts.MaxSize {
 			l.rolloverLocked()
 		}
 	}
@@ -280,6 +328,23 @@ func (l *Logger) Log(lv Level, format string, args ...any) {
 		}
 	}
 }
+
+// oneLine keeps the line grammar whatever the arguments hold (a remote
+// server's multi-line reply, an address with a control character): CR, LF
+// and the other control characters except tab become spaces.
+func oneLine(s string) string {
+	if !strings.ContainsFunc(s, isControl) {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if isControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+func isControl(r rune) bool { return (r < 0x20 && r != '\t') || r == 0x7f }
 
 // Infof writes an Info line.
 func (l *Logger) Infof(format string, args ...any) { l.Log(Info, format, args...) }
