@@ -1,0 +1,278 @@
+// Command outpost is the secure outbound email gateway: one binary with
+// subcommands. Every subcommand accepts --config FILE before or after its
+// name; without it the embedded defaults apply.
+//
+//	outpost serve                         run the gateway
+//	outpost config check [FILE]           validate a configuration
+//	outpost queue list|show MID|flush|delete MID|bounce MID
+//	outpost tail                          follow the mail log
+//	outpost version
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"outpost/internal/app"
+	"outpost/internal/config"
+	"outpost/internal/ctl"
+	"outpost/internal/qmgr"
+)
+
+const usage = `usage: outpost [--config FILE] COMMAND [ARGS]
+
+commands:
+  serve                            run the gateway (embedded defaults without --config)
+  config check [FILE]              validate a configuration file without starting
+  queue list                       list queued messages
+  queue show MID                   show one message and its recipients
+  queue flush                      retry every deferred message now
+  queue delete MID                 remove a message without a bounce
+  queue bounce MID                 bounce a message's pending recipients to its sender
+  tail                             follow the mail log of the running daemon
+  version                          print the version
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// splitArgs takes --config FILE (or --config=FILE, -c FILE) from anywhere
+// in args and returns it with the remaining arguments.
+func splitArgs(args []string) (cfgPath string, rest []string, err error) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--config" || a == "-config" || a == "-c":
+			if i+1 >= len(args) {
+				return "", nil, errors.New("--config needs a file name")
+			}
+			cfgPath = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--config="):
+			cfgPath = strings.TrimPrefix(a, "--config=")
+		default:
+			rest = append(rest, a)
+		}
+	}
+	return cfgPath, rest, nil
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Parse(nil, "")
+	}
+	return config.Load(path)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cfgPath, rest, err := splitArgs(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "outpost:", err)
+		return 2
+	}
+	if len(rest) == 0 || rest[0] == "help" || rest[0] == "-h" || rest[0] == "--help" {
+		fmt.Fprint(stdout, usage)
+		if len(rest) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, rest := rest[0], rest[1:]
+	switch cmd {
+	case "serve":
+		return serve(cfgPath, stderr)
+	case "config":
+		if len(rest) == 0 || rest[0] != "check" {
+			fmt.Fprintln(stderr, "usage: outpost config check [FILE]")
+			return 2
+		}
+		if len(rest) > 1 {
+			cfgPath = rest[1]
+		}
+		if cfgPath == "" {
+			fmt.Fprintln(stderr, "usage: outpost config check FILE")
+			return 2
+		}
+		c, err := config.Load(cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, "outpost: config check:", err)
+			return 1
+		}
+		for _, w := range c.Warnings {
+			fmt.Fprintln(stdout, "warning:", w)
+		}
+		fmt.Fprintf(stdout, "%s: configuration is valid\n", cfgPath)
+		return 0
+	case "queue":
+		return queueCmd(cfgPath, rest, stdout, stderr)
+	case "tail":
+		c, code := client(cfgPath, stderr)
+		if c == nil {
+			return code
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := c.Tail(ctx, stdout); err != nil {
+			fmt.Fprintln(stderr, "outpost:", err)
+			return 1
+		}
+		return 0
+	case "version":
+		fmt.Fprintln(stdout, "outpost", version)
+		return 0
+	default:
+		if code, ok := extraCommand(cmd, cfgPath, rest, stdout, stderr); ok {
+			return code
+		}
+		fmt.Fprintf(stderr, "outpost: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+}
+
+// extraCommand runs commands defined in other files of this package.
+var extraCommands = map[string]func(cfgPath string, args []string, stdout, stderr io.Writer) int{}
+
+func extraCommand(cmd, cfgPath string, args []string, stdout, stderr io.Writer) (int, bool) {
+	f, ok := extraCommands[cmd]
+	if !ok {
+		return 0, false
+	}
+	return f(cfgPath, args, stdout, stderr), true
+}
+
+func serve(cfgPath string, stderr io.Writer) int {
+	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, nil)))
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "outpost:", err)
+		return 1
+	}
+	for _, w := range cfg.Warnings {
+		slog.Warn(w)
+	}
+	a, err := app.New(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "outpost:", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := a.Run(ctx); err != nil {
+		fmt.Fprintln(stderr, "outpost:", err)
+		return 1
+	}
+	return 0
+}
+
+func client(cfgPath string, stderr io.Writer) (*ctl.Client, int) {
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "outpost:", err)
+		return nil, 1
+	}
+	sock := cfg.Control.Socket
+	if !filepath.IsAbs(sock) {
+		sock = filepath.Join(cfg.DataDir, sock)
+	}
+	return ctl.Dial(sock), 0
+}
+
+func queueCmd(cfgPath string, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: outpost queue list|show MID|flush|delete MID|bounce MID")
+		return 2
+	}
+	c, code := client(cfgPath, stderr)
+	if c == nil {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	needMID := func() (uint64, bool) {
+		if len(args) < 2 {
+			fmt.Fprintf(stderr, "usage: outpost queue %s MID\n", args[0])
+			return 0, false
+		}
+		mid, err := strconv.ParseUint(args[1], 10, 64)
+		if err != nil {
+			fmt.Fprintf(stderr, "outpost: %q is not a MID\n", args[1])
+			return 0, false
+		}
+		return mid, true
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "outpost:", err)
+		return 1
+	}
+	switch args[0] {
+	case "list":
+		var list []qmgr.Info
+		if err := c.Do(ctx, "GET", "/v1/queue", &list); err != nil {
+			return fail(err)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "MID\tARRIVED\tSIZE\tFROM\tRECIPIENTS\tSTATE")
+		for _, m := range list {
+			var pend []string
+			state := "active"
+			for _, r := range m.Recipients {
+				if r.State == "active" || r.State == "deferred" {
+					pend = append(pend, r.Addr)
+					if r.State == "deferred" {
+						state = "deferred"
+					}
+				}
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%d\t<%s>\t%s\t%s\n", m.MID, m.Arrived.Local().Format(time.DateTime), m.Size, m.From, strings.Join(pend, ","), state)
+		}
+		tw.Flush()
+		fmt.Fprintf(stdout, "%d message(s)\n", len(list))
+	case "show":
+		mid, ok := needMID()
+		if !ok {
+			return 2
+		}
+		var in qmgr.Info
+		if err := c.Do(ctx, "GET", fmt.Sprintf("/v1/queue/%d", mid), &in); err != nil {
+			return fail(err)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(in)
+	case "flush":
+		var out map[string]int
+		if err := c.Do(ctx, "POST", "/v1/queue/flush", &out); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "%d deferred message(s) scheduled for delivery now\n", out["flushed"])
+	case "delete", "bounce":
+		mid, ok := needMID()
+		if !ok {
+			return 2
+		}
+		if err := c.Do(ctx, "POST", fmt.Sprintf("/v1/queue/%d/%s", mid, args[0]), nil); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "MID %d %sd\n", mid, strings.TrimSuffix(args[0], "e"))
+	default:
+		fmt.Fprintln(stderr, "usage: outpost queue list|show MID|flush|delete MID|bounce MID")
+		return 2
+	}
+	return 0
+}

@@ -1,0 +1,97 @@
+package app
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"outpost/internal/deliver"
+	"outpost/internal/qmgr"
+	"outpost/internal/tlspolicy"
+)
+
+// dialer adapts the delivery client to qmgr.Dialer.
+type dialer struct {
+	c   *deliver.Client
+	tls *prometheus.CounterVec
+}
+
+func (d dialer) Connect(ctx context.Context, domain string, h tlspolicy.Host) (qmgr.Conn, error) {
+	c, err := d.c.Connect(ctx, domain, h)
+	mode := h.TLS.Mode.String()
+	if err != nil {
+		var de *deliver.Error
+		if errors.As(err, &de) && de.Stage == deliver.StageTLS {
+			d.tls.WithLabelValues("failed", mode).Inc()
+		}
+		return nil, deliver.AsReply(err)
+	}
+	if _, ok := c.TLSState(); ok {
+		d.tls.WithLabelValues("success", mode).Inc()
+	} else {
+		d.tls.WithLabelValues("plaintext", mode).Inc()
+	}
+	return conn{c}, nil
+}
+
+type conn struct{ c *deliver.Conn }
+
+func (c conn) Send(ctx context.Context, t *qmgr.Txn) *qmgr.TxnResult {
+	m := &deliver.Message{MID: t.MID, From: t.Env.From, RET: t.Env.RET, EnvID: t.Env.EnvID,
+		SMTPUTF8: t.Env.SMTPUTF8, EightBit: t.Env.Body8Bit, Size: t.Size, Body: t.Open}
+	for _, rid := range t.RIDs {
+		r := t.Env.Recipients[rid]
+		m.Rcpts = append(m.Rcpts, deliver.Rcpt{RID: rid, Addr: r.Addr, Notify: r.Notify, ORCPT: r.ORCPT})
+	}
+	res := c.c.Send(ctx, m)
+	return &qmgr.TxnResult{Rcpt: res.Rcpt, Data: res.Data, Broken: res.Broken || !c.c.Usable()}
+}
+
+func (c conn) Close() error { return c.c.Close() }
+func (c conn) DCID() uint64 { return c.c.DCID() }
+func (c conn) Host() string { return c.c.Host() }
+
+// counter hands out connection ids (ICID, DCID), reserving blocks on disk
+// so ids are not reused across restarts.
+type counter struct {
+	mu       sync.Mutex
+	f        *os.File
+	n, limit uint64
+}
+
+const idBlock = 100000
+
+func openCounter(path string) (*counter, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("connection id file: %w", err)
+	}
+	c := &counter{f: f, n: 1}
+	var b [8]byte
+	if _, err := io.ReadFull(f, b[:]); err == nil {
+		c.n = binary.BigEndian.Uint64(b[:])
+	}
+	c.limit = c.n
+	return c, nil
+}
+
+func (c *counter) next() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n >= c.limit {
+		c.limit = c.n + idBlock
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], c.limit)
+		c.f.WriteAt(b[:], 0)
+		c.f.Sync()
+	}
+	id := c.n
+	c.n++
+	return id
+}

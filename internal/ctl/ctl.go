@@ -1,0 +1,222 @@
+// Package ctl is the control API of a running Outpost: HTTP with JSON over
+// a unix socket in the data directory (mode 0600, so only the daemon's user
+// and root can use it). The CLI and, later, the web UI are its clients;
+// neither has a model of its own.
+//
+// Endpoints:
+//
+//	GET  /v1/queue              queued messages
+//	GET  /v1/queue/{mid}        one message
+//	GET  /v1/destinations       destination queues
+//	POST /v1/queue/flush        retry every deferred message now
+//	POST /v1/queue/{mid}/delete remove a message without a DSN
+//	POST /v1/queue/{mid}/bounce bounce a message's pending recipients
+//	GET  /v1/tail               follow the mail log (text/plain stream)
+package ctl
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"outpost/internal/qmgr"
+)
+
+// Queue is what the control API needs of the queue manager.
+type Queue interface {
+	List() []qmgr.Info
+	Show(mid uint64) (qmgr.Info, bool)
+	Destinations() []qmgr.DestInfo
+	Flush() int
+	Delete(mid uint64) error
+	BounceNow(ctx context.Context, mid uint64) error
+}
+
+// LogFeed streams mail-log lines.
+type LogFeed interface {
+	Subscribe() (<-chan string, func())
+}
+
+// Server serves the control API.
+type Server struct {
+	srv  *http.Server
+	ln   net.Listener
+	path string
+}
+
+// Listen creates the socket (replacing a stale one) and serves on it.
+func Listen(path string, q Queue, logs LogFeed) (*Server, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s: another outpost is running", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/queue", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, q.List()) })
+	mux.HandleFunc("GET /v1/destinations", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, q.Destinations()) })
+	mux.HandleFunc("GET /v1/queue/{mid}", func(w http.ResponseWriter, r *http.Request) {
+		mid, ok := parseMID(w, r)
+		if !ok {
+			return
+		}
+		in, found := q.Show(mid)
+		if !found {
+			http.Error(w, fmt.Sprintf("MID %d is not in the queue", mid), http.StatusNotFound)
+			return
+		}
+		writeJSON(w, in)
+	})
+	mux.HandleFunc("POST /v1/queue/flush", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]int{"flushed": q.Flush()})
+	})
+	mux.HandleFunc("POST /v1/queue/{mid}/delete", func(w http.ResponseWriter, r *http.Request) {
+		if mid, ok := parseMID(w, r); ok {
+			result(w, q.Delete(mid))
+		}
+	})
+	mux.HandleFunc("POST /v1/queue/{mid}/bounce", func(w http.ResponseWriter, r *http.Request) {
+		if mid, ok := parseMID(w, r); ok {
+			result(w, q.BounceNow(r.Context(), mid))
+		}
+	})
+	mux.HandleFunc("GET /v1/tail", func(w http.ResponseWriter, r *http.Request) {
+		ch, cancel := logs.Subscribe()
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fl, _ := w.(http.Flusher)
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case line := <-ch:
+				if _, err := io.WriteString(w, line); err != nil {
+					return
+				}
+				if fl != nil {
+					fl.Flush()
+				}
+			}
+		}
+	})
+	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln: ln, path: path}
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+// Close stops the server and removes the socket.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	os.Remove(s.path)
+	return err
+}
+
+func parseMID(w http.ResponseWriter, r *http.Request) (uint64, bool) {
+	mid, err := strconv.ParseUint(r.PathValue("mid"), 10, 64)
+	if err != nil {
+		http.Error(w, "MID must be a number", http.StatusBadRequest)
+		return 0, false
+	}
+	return mid, true
+}
+
+func result(w http.ResponseWriter, err error) {
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	writeJSON(w, map[string]string{"result": "ok"})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// Client talks to a running daemon.
+type Client struct {
+	http *http.Client
+	path string
+}
+
+// ErrNotRunning means no daemon answers on the socket.
+var ErrNotRunning = errors.New("outpost is not running (no control socket answers)")
+
+// Dial makes a client for the socket at path.
+func Dial(path string) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	return &Client{http: &http.Client{Transport: tr}, path: path}
+}
+
+// Do sends a request and decodes a JSON answer into out (nil: discard).
+func (c *Client) Do(ctx context.Context, method, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://outpost"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) {
+			return fmt.Errorf("%w: %s", ErrNotRunning, c.path)
+		}
+		return fmt.Errorf("control request: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return errors.New(string(bytesTrim(b)))
+	}
+	if out == nil {
+		io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Tail copies the mail-log stream to w until ctx ends.
+func (c *Client) Tail(ctx context.Context, w io.Writer) error {
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://outpost/v1/tail", nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("%w: %s", ErrNotRunning, c.path)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		fmt.Fprintln(w, sc.Text())
+	}
+	return nil
+}
+
+func bytesTrim(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

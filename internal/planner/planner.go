@@ -1,0 +1,113 @@
+// Package planner gathers what the security plan for a destination needs —
+// the profile, the MX hosts, the MTA-STS policy — and hands it to the pure
+// tlspolicy.Build. It does the lookups; tlspolicy does the deciding.
+//
+// DNS outcomes map to delivery decisions (RFC 5321 §5.1, RFC 7505):
+// NXDOMAIN → permanent 5.1.2; null MX → permanent 5.1.10; NODATA → the
+// domain itself is the implicit MX; SERVFAIL or timeout → temporary 4.4.3,
+// never a bounce.
+package planner
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+
+	"outpost/internal/maillog"
+	"outpost/internal/reply"
+	"outpost/internal/resolver"
+	"outpost/internal/tlspolicy"
+)
+
+// MXResolver looks up mail exchangers.
+type MXResolver interface {
+	MX(ctx context.Context, domain string) ([]resolver.MX, resolver.Answer, error)
+}
+
+// STSLookup finds a domain's MTA-STS policy (implemented over mtasts).
+type STSLookup interface {
+	Lookup(ctx context.Context, domain string) (tlspolicy.STSState, *tlspolicy.STS)
+}
+
+// Profile is the part of a Destination Control profile the plan needs.
+type Profile struct {
+	TLS    tlspolicy.Mode
+	MTASTS bool
+}
+
+// Planner builds plans.
+type Planner struct {
+	DNS     MXResolver
+	STS     STSLookup // nil: MTA-STS unavailable (treated as no policy)
+	Profile func(domain string) Profile
+	Route   func(domain string) []tlspolicy.RouteHost // nil or returning nil: no route
+	Log     *maillog.Logger
+}
+
+// Plan implements qmgr.Planner.
+func (p *Planner) Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *reply.Reply) {
+	prof := p.Profile(domain)
+	in := tlspolicy.Input{Domain: domain, Mode: prof.TLS, MTASTS: prof.MTASTS}
+	if p.Route != nil {
+		in.Route = p.Route(domain)
+	}
+	if in.Route == nil {
+		mxs, rerr := p.mx(ctx, domain)
+		if rerr != nil {
+			return nil, rerr
+		}
+		in.MXs = mxs
+		if prof.MTASTS && p.STS != nil {
+			in.STSState, in.STS = p.STS.Lookup(ctx, domain)
+		}
+	}
+	plan := tlspolicy.Build(in)
+	return &plan, nil
+}
+
+func (p *Planner) mx(ctx context.Context, domain string) ([]tlspolicy.MX, *reply.Reply) {
+	recs, ans, err := p.DNS.MX(ctx, domain)
+	switch {
+	case errors.Is(err, resolver.ErrNullMX):
+		p.Log.DNSHardError(domain, "MX", "null MX")
+		return nil, reply.New(556, "5.1.10", "Recipient address has null MX: %s accepts no mail (RFC 7505)", domain)
+	case err != nil:
+		p.Log.DNSTemporaryFailure(domain, "MX", statusName(err))
+		return nil, reply.New(451, "4.4.3", "DNS Temporary Failure %s MX - %s", domain, statusName(err))
+	case ans.Status == resolver.NXDomain:
+		p.Log.DNSHardError(domain, "MX", "NXDomain")
+		return nil, reply.New(550, "5.1.2", "DNS Hard Error looking up %s (MX): NXDomain", domain)
+	case ans.Status == resolver.NoData || len(recs) == 0:
+		// RFC 5321 §5.1: no MX records → the domain is its own implicit MX.
+		return []tlspolicy.MX{{Host: domain}}, nil
+	}
+	out := make([]tlspolicy.MX, len(recs))
+	for i, r := range recs {
+		out[i] = tlspolicy.MX{Host: r.Host, Pref: int(r.Pref)}
+	}
+	// RFC 5321 §5.1: hosts of equal preference are tried in random order.
+	for i := 0; i < len(out); {
+		j := i
+		for j < len(out) && out[j].Pref == out[i].Pref {
+			j++
+		}
+		grp := out[i:j]
+		rand.Shuffle(len(grp), func(a, b int) { grp[a], grp[b] = grp[b], grp[a] })
+		i = j
+	}
+	return out, nil
+}
+
+func statusName(err error) string {
+	var e *resolver.Error
+	if errors.As(err, &e) {
+		switch e.Status {
+		case resolver.Timeout:
+			return "Timeout"
+		case resolver.ServFail:
+			return "ServFail"
+		}
+		return "Refused"
+	}
+	return err.Error()
+}

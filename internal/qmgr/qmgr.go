@@ -1,0 +1,795 @@
+// Package qmgr is the queue manager: it decides what is delivered when, and
+// it is the only writer of per-recipient state.
+//
+// # Strategies and their knobs
+//
+//   - Per-destination queues. Each message is split per recipient domain
+//     into jobs (all recipients of one domain go in one transaction). Each
+//     destination domain has its own ready queue, so a slow or dead
+//     destination only ever holds its own jobs.
+//   - Bounded concurrency. A destination gets at most Profile.MaxConcurrency
+//     connections (default 500), and never more connections than it has
+//     ready jobs; all destinations together get at most MaxConnections.
+//   - Connection reuse. A connection carries up to
+//     Profile.MaxMessagesPerConnection messages (default 50), then a new one
+//     is opened; an idle connection waits IdleReuse for more work before it
+//     says QUIT.
+//   - Retry with backoff. A deferred job waits InitialRetry, doubling per
+//     attempt up to MaxRetryInterval (bounce profile: 60 s, 3600 s).
+//   - Dead destination. When no host of a destination accepts a connection,
+//     every ready job of that destination is deferred with the same reason,
+//     instead of each one trying again at once.
+//   - Expiry. A recipient still undelivered after MaxQueueLifetime (72 h) or
+//     MaxRetries attempts (100) is bounced with 5.4.7.
+//
+// A new message is attempted at once. Recipient outcomes are made durable
+// in the spool journal (Store.Mark) before the message is removed, and a
+// DSN for a bounced recipient is stored before the recipient is marked
+// bounced, so a crash never loses the bounce.
+package qmgr
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"outpost/internal/envelope"
+	"outpost/internal/maillog"
+	"outpost/internal/reply"
+	"outpost/internal/spool"
+	"outpost/internal/tlspolicy"
+)
+
+// Store is the durable side the queue manager needs (implemented by the spool).
+type Store interface {
+	Body(mid uint64) (io.ReadCloser, int64, error)
+	Mark(mid uint64, rids []int, st spool.State) error
+	Remove(mid uint64) error
+}
+
+// Bouncer stores a DSN for failed recipients of a message. It returns only
+// once the DSN is durable (or an error).
+type Bouncer interface {
+	Bounce(ctx context.Context, m *Message, failed []Failure, action string) error
+}
+
+// Failure is one recipient's final or delay outcome, for DSNs.
+type Failure struct {
+	RID       int
+	Reply     *reply.Reply
+	RemoteMTA string
+	Reason    string
+}
+
+// Planner builds the security plan for a destination domain; a non-nil
+// reply means no plan could be made (temporary or permanent, by its code).
+type Planner interface {
+	Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *reply.Reply)
+}
+
+// Dialer opens delivery connections.
+type Dialer interface {
+	Connect(ctx context.Context, domain string, h tlspolicy.Host) (Conn, error)
+}
+
+// Conn is one open delivery connection.
+type Conn interface {
+	Send(ctx context.Context, t *Txn) *TxnResult
+	Close() error
+	DCID() uint64
+	Host() string
+}
+
+// Txn is one transaction: one message to the recipients of one domain.
+type Txn struct {
+	MID   uint64
+	Env   *envelope.Envelope
+	RIDs  []int
+	Size  int64
+	Open  func() (io.ReadCloser, error)
+	Dest  string
+	Retry int
+}
+
+// TxnResult is a transaction's outcome.
+type TxnResult struct {
+	// Rcpt is each recipient's final outcome, aligned with Txn.RIDs: the
+	// RCPT reply when refused, else the reply to the end of data; nil means
+	// no answer (treated as a temporary failure).
+	Rcpt   []*reply.Reply
+	Data   *reply.Reply // reply to the end of data; nil when not reached
+	Broken bool         // the connection cannot be reused
+}
+
+// Profile is what the queue manager needs of a Destination Control profile.
+type Profile struct {
+	MaxConcurrency           int
+	MaxMessagesPerConnection int
+	BounceProfile            string
+}
+
+// Options configure a Manager.
+type Options struct {
+	Store            Store
+	Planner          Planner
+	Dialer           Dialer
+	Bouncer          Bouncer
+	Profile          func(domain string) Profile
+	Log              *maillog.Logger
+	MaxConnections   int
+	InitialRetry     time.Duration
+	MaxRetryInterval time.Duration
+	MaxQueueLifetime time.Duration
+	MaxRetries       int
+	IdleReuse        time.Duration // default 2s
+	Now              func() time.Time
+}
+
+// Message is a queued message.
+type Message struct {
+	MID    uint64
+	Env    envelope.Envelope
+	Size   int64
+	States []spool.State
+	// LastReply per recipient (for the queue views and DSNs).
+	LastReply []*reply.Reply
+	open      int // jobs not finished
+	deleted   bool
+}
+
+type job struct {
+	msg      *Message
+	dest     *dest
+	rids     []int
+	attempts int
+	next     time.Time
+	index    int // in the retry heap; -1 when not there
+	active   bool
+}
+
+type dest struct {
+	domain  string
+	ready   []*job
+	active  int // connections (workers)
+	idle    int // workers waiting for work
+	notify  chan struct{}
+	lastErr string
+}
+
+// Stats are counters for metrics.
+type Stats struct {
+	Delivered, Deferred, Bounced, Connections, Messages atomic.Int64
+}
+
+// Manager is the queue manager.
+type Manager struct {
+	o     Options
+	mu    sync.Mutex
+	msgs  map[uint64]*Message
+	dests map[string]*dest
+	retry retryHeap
+	conns int
+	kick  chan struct{}
+	ctx   context.Context
+	wg    sync.WaitGroup
+	Stats Stats
+}
+
+// New makes a Manager; call Run to start it.
+func New(o Options) *Manager {
+	if o.IdleReuse == 0 {
+		o.IdleReuse = 2 * time.Second
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = 10000
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.InitialRetry == 0 {
+		o.InitialRetry = time.Minute
+	}
+	if o.MaxRetryInterval == 0 {
+		o.MaxRetryInterval = time.Hour
+	}
+	if o.MaxQueueLifetime == 0 {
+		o.MaxQueueLifetime = 72 * time.Hour
+	}
+	if o.MaxRetries == 0 {
+		o.MaxRetries = 100
+	}
+	return &Manager{o: o, msgs: map[uint64]*Message{}, dests: map[string]*dest{}, kick: make(chan struct{}, 1), ctx: context.Background()}
+}
+
+// Run schedules until ctx ends, then waits for the workers.
+func (q *Manager) Run(ctx context.Context) {
+	q.mu.Lock()
+	q.ctx = ctx
+	q.mu.Unlock()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		q.mu.Lock()
+		now := q.o.Now()
+		for q.retry.Len() > 0 && !q.retry[0].next.After(now) {
+			j := heap.Pop(&q.retry).(*job)
+			q.readyLocked(j)
+		}
+		wait := time.Hour
+		if q.retry.Len() > 0 {
+			wait = q.retry[0].next.Sub(now)
+		}
+		q.mu.Unlock()
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			q.wg.Wait()
+			return
+		case <-t.C:
+		case <-q.kick:
+		}
+	}
+}
+
+func (q *Manager) context() context.Context {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.ctx
+}
+
+// Submit queues a message (new, or recovered at start-up). Pending
+// recipients are grouped per domain and attempted at once.
+func (q *Manager) Submit(r *spool.Record) {
+	m := &Message{MID: r.MID, Env: r.Env, Size: r.Size, States: r.States, LastReply: make([]*reply.Reply, len(r.Env.Recipients))}
+	byDomain := map[string][]int{}
+	var order []string
+	for rid, rc := range r.Env.Recipients {
+		if r.States[rid] != spool.Pending {
+			continue
+		}
+		d := envelope.Domain(rc.Addr)
+		if _, ok := byDomain[d]; !ok {
+			order = append(order, d)
+		}
+		byDomain[d] = append(byDomain[d], rid)
+	}
+	q.Stats.Messages.Add(1)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.msgs[m.MID] = m
+	for _, d := range order {
+		m.open++
+		j := &job{msg: m, dest: q.destLocked(d), rids: byDomain[d], index: -1}
+		q.readyLocked(j)
+	}
+}
+
+func (q *Manager) destLocked(domain string) *dest {
+	d := q.dests[domain]
+	if d == nil {
+		d = &dest{domain: domain, notify: make(chan struct{})}
+		q.dests[domain] = d
+	}
+	return d
+}
+
+// readyLocked puts a job on its destination's ready queue and starts a
+// worker when the destination may have another connection.
+func (q *Manager) readyLocked(j *job) {
+	d := j.dest
+	d.ready = append(d.ready, j)
+	close(d.notify)
+	d.notify = make(chan struct{})
+	q.spawnLocked(d)
+}
+
+func (q *Manager) spawnLocked(d *dest) {
+	p := q.o.Profile(d.domain)
+	for len(d.ready) > d.idle && d.active < p.MaxConcurrency && q.conns < q.o.MaxConnections && len(d.ready) > d.active-d.idle {
+		d.active++
+		q.conns++
+		q.wg.Add(1)
+		go q.worker(d)
+		if len(d.ready) <= d.active-d.idle {
+			break
+		}
+	}
+}
+
+// take removes the next ready job of d, waiting up to IdleReuse for one
+// when wait is set.
+func (q *Manager) take(d *dest, wait bool) *job {
+	q.mu.Lock()
+	for {
+		for len(d.ready) > 0 {
+			j := d.ready[0]
+			d.ready[0] = nil
+			d.ready = d.ready[1:]
+			if j.msg.deleted {
+				continue
+			}
+			j.active = true
+			q.mu.Unlock()
+			return j
+		}
+		if !wait {
+			q.mu.Unlock()
+			return nil
+		}
+		ch := d.notify
+		d.idle++
+		ctx := q.ctx
+		q.mu.Unlock()
+		t := time.NewTimer(q.o.IdleReuse)
+		select {
+		case <-ch:
+		case <-t.C:
+			wait = false
+		case <-ctx.Done():
+			wait = false
+		}
+		t.Stop()
+		q.mu.Lock()
+		d.idle--
+	}
+}
+
+func (q *Manager) worker(d *dest) {
+	defer q.wg.Done()
+	defer func() {
+		q.mu.Lock()
+		d.active--
+		q.conns--
+		q.spawnLocked(d)
+		for _, other := range q.dests {
+			if len(other.ready) > 0 && other != d && q.conns < q.o.MaxConnections {
+				q.spawnLocked(other)
+			}
+		}
+		q.mu.Unlock()
+	}()
+	ctx := q.context()
+	first := q.take(d, false)
+	if first == nil {
+		return
+	}
+	plan, rerr := q.o.Planner.Plan(ctx, d.domain)
+	if rerr == nil && plan.Deferred() {
+		rerr = reply.New(451, plan.DeferCode, "%s", plan.DeferText)
+	}
+	if rerr != nil {
+		q.failDest(d, first, 0, rerr, "")
+		return
+	}
+	for _, n := range plan.Notes {
+		q.o.Log.Infof("%s", n)
+	}
+	var conn Conn
+	var lastErr error
+	for _, h := range plan.Hosts {
+		c, err := q.o.Dialer.Connect(ctx, d.domain, h)
+		if err == nil {
+			conn = c
+			break
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if conn == nil {
+		r := asReply(lastErr)
+		if len(plan.Hosts) == 0 {
+			r = reply.New(451, "4.4.4", "no destination host for %s", d.domain)
+		}
+		q.failDest(d, first, 0, r, "")
+		return
+	}
+	q.Stats.Connections.Add(1)
+	defer conn.Close()
+	max := q.o.Profile(d.domain).MaxMessagesPerConnection
+	j := first
+	for sent := 0; j != nil; {
+		res := conn.Send(ctx, q.txn(j))
+		q.finish(j, conn, res)
+		sent++
+		if res.Broken || sent >= max || ctx.Err() != nil {
+			break
+		}
+		j = q.take(d, true)
+	}
+}
+
+func asReply(err error) *reply.Reply {
+	if r, ok := err.(*reply.Reply); ok {
+		return r
+	}
+	if err == nil {
+		return reply.New(451, "4.4.0", "connection failed")
+	}
+	return reply.New(451, "4.4.0", "%v", err)
+}
+
+func (q *Manager) txn(j *job) *Txn {
+	m := j.msg
+	return &Txn{MID: m.MID, Env: &m.Env, RIDs: j.rids, Size: m.Size, Dest: j.dest.domain, Retry: j.attempts,
+		Open: func() (io.ReadCloser, error) {
+			rc, _, err := q.o.Store.Body(m.MID)
+			return rc, err
+		}}
+}
+
+// failDest defers (or bounces, for a permanent reply) the first job and
+// every other ready job of the destination: the destination is dead for now.
+func (q *Manager) failDest(d *dest, first *job, dcid uint64, r *reply.Reply, host string) {
+	jobs := []*job{first}
+	if !r.Permanent() {
+		q.mu.Lock()
+		for _, j := range d.ready {
+			if !j.msg.deleted {
+				j.active = true
+				jobs = append(jobs, j)
+			}
+		}
+		d.ready = nil
+		d.lastErr = r.String()
+		q.mu.Unlock()
+	}
+	for _, j := range jobs {
+		res := &TxnResult{Rcpt: make([]*reply.Reply, len(j.rids))}
+		for i := range res.Rcpt {
+			res.Rcpt[i] = r
+		}
+		q.outcome(j, dcid, host, res)
+	}
+}
+
+func (q *Manager) finish(j *job, conn Conn, res *TxnResult) {
+	q.outcome(j, conn.DCID(), conn.Host(), res)
+}
+
+// outcome applies a transaction result to a job's recipients.
+func (q *Manager) outcome(j *job, dcid uint64, host string, res *TxnResult) {
+	m := j.msg
+	var done, bounced, deferred []int
+	var bounceF, deferF []Failure
+	for i, rid := range j.rids {
+		r := res.Rcpt[i]
+		if r == nil {
+			r = reply.New(0, "4.4.2", "connection lost before the destination answered")
+		}
+		m.LastReply[rid] = r
+		switch {
+		case r.Success():
+			done = append(done, rid)
+		case r.Permanent():
+			bounced = append(bounced, rid)
+			bounceF = append(bounceF, Failure{RID: rid, Reply: r, RemoteMTA: host})
+		default:
+			deferred = append(deferred, rid)
+			deferF = append(deferF, Failure{RID: rid, Reply: r, RemoteMTA: host})
+		}
+	}
+	from := m.Env.From
+	if len(done) > 0 {
+		if err := q.o.Store.Mark(m.MID, done, spool.Delivered); err != nil {
+			// The destination has it; a failed journal write means a
+			// possible duplicate after a crash, never a loss.
+			slog.Error("qmgr: recording delivery", "mid", m.MID, "err", err)
+		}
+		q.Stats.Delivered.Add(int64(len(done)))
+	}
+	j.attempts++
+	now := q.o.Now()
+	expired := now.Sub(m.Env.Time) >= q.o.MaxQueueLifetime || j.attempts >= q.o.MaxRetries
+	if len(deferred) > 0 && expired {
+		for i := range deferF {
+			last := deferF[i].Reply
+			deferF[i].Reason = fmt.Sprintf("delivery expired after %s in queue and %d attempts; last error: %s", now.Sub(m.Env.Time).Round(time.Second), j.attempts, last)
+			deferF[i].Reply = reply.New(last.Code, "5.4.7", "Delivery expired (message too old): %s", last.Text)
+			deferF[i].Reply.Code = last.Code
+		}
+		bounced = append(bounced, deferred...)
+		bounceF = append(bounceF, deferF...)
+		deferred, deferF = nil, nil
+	}
+	for _, f := range bounceF {
+		code := f.Reply.CodeString()
+		enh := f.Reply.Class()
+		if enh[0] != '5' {
+			enh = "5" + enh[1:]
+		}
+		q.o.Log.Bounced(dcid, m.MID, from, m.Env.Recipients[f.RID].Addr, f.RID, enh, code, f.Reply.Text)
+	}
+	if len(bounced) > 0 {
+		if q.o.Bouncer != nil {
+			if err := q.o.Bouncer.Bounce(q.context(), m, bounceF, "failed"); err != nil {
+				// Without a durable DSN the recipient stays pending: retry later.
+				slog.Error("qmgr: storing DSN failed; recipients kept for retry", "mid", m.MID, "err", err)
+				deferred = append(deferred, bounced...)
+				bounced = nil
+			}
+		}
+		if len(bounced) > 0 {
+			if err := q.o.Store.Mark(m.MID, bounced, spool.Bounced); err != nil {
+				slog.Error("qmgr: recording bounce", "mid", m.MID, "err", err)
+			}
+			q.Stats.Bounced.Add(int64(len(bounced)))
+		}
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, rid := range done {
+		m.States[rid] = spool.Delivered
+	}
+	for _, rid := range bounced {
+		m.States[rid] = spool.Bounced
+	}
+	j.active = false
+	if len(deferred) > 0 && !m.deleted {
+		q.Stats.Deferred.Add(int64(len(deferred)))
+		for _, f := range deferF {
+			q.o.Log.Delayed(dcid, m.MID, from, m.Env.Recipients[f.RID].Addr, f.RID, f.Reply.Class(), f.Reply.CodeString(), f.Reply.Text)
+		}
+		j.rids = deferred
+		delay := q.o.InitialRetry << min(j.attempts-1, 20)
+		if delay > q.o.MaxRetryInterval || delay <= 0 {
+			delay = q.o.MaxRetryInterval
+		}
+		j.next = now.Add(delay)
+		prof := q.o.Profile(j.dest.domain).BounceProfile
+		if prof == "" {
+			prof = "Default"
+		}
+		q.o.Log.Pending(m.MID, deferred, j.next, prof)
+		heap.Push(&q.retry, j)
+		select {
+		case q.kick <- struct{}{}:
+		default:
+		}
+		return
+	}
+	m.open--
+	if m.open == 0 && !m.deleted {
+		q.removeLocked(m, "done")
+	}
+}
+
+func (q *Manager) removeLocked(m *Message, how string) {
+	delete(q.msgs, m.MID)
+	if err := q.o.Store.Remove(m.MID); err != nil {
+		slog.Error("qmgr: remove message", "mid", m.MID, "err", err)
+	}
+	q.o.Log.MessageFinished(m.MID, how)
+}
+
+// Info is a queue view row.
+type Info struct {
+	MID        uint64     `json:"mid"`
+	From       string     `json:"from"`
+	Recipients []RcptInfo `json:"recipients"`
+	Size       int64      `json:"size"`
+	Arrived    time.Time  `json:"arrived"`
+}
+
+// RcptInfo is one recipient in a queue view.
+type RcptInfo struct {
+	RID       int       `json:"rid"`
+	Addr      string    `json:"addr"`
+	State     string    `json:"state"`
+	LastReply string    `json:"last_reply,omitempty"`
+	NextTry   time.Time `json:"next_try,omitempty"`
+	Attempts  int       `json:"attempts"`
+}
+
+// List returns the queued messages, oldest first.
+func (q *Manager) List() []Info {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make([]Info, 0, len(q.msgs))
+	for _, m := range q.msgs {
+		out = append(out, q.infoLocked(m))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].MID < out[j].MID })
+	return out
+}
+
+// Show returns one message.
+func (q *Manager) Show(mid uint64) (Info, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	m, ok := q.msgs[mid]
+	if !ok {
+		return Info{}, false
+	}
+	return q.infoLocked(m), true
+}
+
+func (q *Manager) infoLocked(m *Message) Info {
+	in := Info{MID: m.MID, From: m.Env.From, Size: m.Size, Arrived: m.Env.Time}
+	jobOf := map[int]*job{}
+	for _, j := range q.retry {
+		if j.msg == m {
+			for _, r := range j.rids {
+				jobOf[r] = j
+			}
+		}
+	}
+	for rid, rc := range m.Env.Recipients {
+		ri := RcptInfo{RID: rid, Addr: rc.Addr}
+		switch m.States[rid] {
+		case spool.Delivered:
+			ri.State = "delivered"
+		case spool.Bounced:
+			ri.State = "bounced"
+		default:
+			ri.State = "active"
+			if j := jobOf[rid]; j != nil {
+				ri.State, ri.NextTry, ri.Attempts = "deferred", j.next, j.attempts
+			}
+		}
+		if r := m.LastReply[rid]; r != nil {
+			ri.LastReply = r.String()
+		}
+		in.Recipients = append(in.Recipients, ri)
+	}
+	return in
+}
+
+// Flush makes every deferred job ready now; it returns how many.
+func (q *Manager) Flush() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for q.retry.Len() > 0 {
+		j := heap.Pop(&q.retry).(*job)
+		q.readyLocked(j)
+		n++
+	}
+	return n
+}
+
+// Delete removes a message from the queue without a DSN.
+func (q *Manager) Delete(mid uint64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	m, ok := q.msgs[mid]
+	if !ok {
+		return fmt.Errorf("MID %d is not in the queue", mid)
+	}
+	q.dropJobsLocked(m)
+	var rids []int
+	for rid, st := range m.States {
+		if st == spool.Pending {
+			rids = append(rids, rid)
+		}
+	}
+	if err := q.o.Store.Mark(mid, rids, spool.Bounced); err != nil {
+		return fmt.Errorf("delete MID %d: %w", mid, err)
+	}
+	m.deleted = true
+	q.o.Log.Infof("Deleted: MID %d to %s", mid, ridString(rids))
+	q.removeLocked(m, "aborted")
+	return nil
+}
+
+// BounceNow bounces every pending recipient of a message with a DSN.
+func (q *Manager) BounceNow(ctx context.Context, mid uint64) error {
+	q.mu.Lock()
+	m, ok := q.msgs[mid]
+	if !ok {
+		q.mu.Unlock()
+		return fmt.Errorf("MID %d is not in the queue", mid)
+	}
+	q.dropJobsLocked(m)
+	var fails []Failure
+	var rids []int
+	for rid, st := range m.States {
+		if st == spool.Pending {
+			rids = append(rids, rid)
+			fails = append(fails, Failure{RID: rid, Reply: reply.New(554, "5.0.0", "bounced by the administrator"), Reason: "the gateway administrator bounced this message from the queue"})
+		}
+	}
+	m.deleted = true
+	q.mu.Unlock()
+	for _, f := range fails {
+		q.o.Log.Bounced(0, mid, m.Env.From, m.Env.Recipients[f.RID].Addr, f.RID, "5.0.0", "554", f.Reply.Text)
+	}
+	if q.o.Bouncer != nil {
+		if err := q.o.Bouncer.Bounce(ctx, m, fails, "failed"); err != nil {
+			return fmt.Errorf("bounce MID %d: %w", mid, err)
+		}
+	}
+	if err := q.o.Store.Mark(mid, rids, spool.Bounced); err != nil {
+		return fmt.Errorf("bounce MID %d: %w", mid, err)
+	}
+	q.mu.Lock()
+	q.removeLocked(m, "done")
+	q.mu.Unlock()
+	return nil
+}
+
+func (q *Manager) dropJobsLocked(m *Message) {
+	for i := 0; i < q.retry.Len(); {
+		if q.retry[i].msg == m {
+			heap.Remove(&q.retry, i)
+			continue
+		}
+		i++
+	}
+	for _, d := range q.dests {
+		kept := d.ready[:0]
+		for _, j := range d.ready {
+			if j.msg != m {
+				kept = append(kept, j)
+			}
+		}
+		d.ready = kept
+	}
+}
+
+// DestInfo summarises a destination queue.
+type DestInfo struct {
+	Domain  string `json:"domain"`
+	Ready   int    `json:"ready"`
+	Active  int    `json:"connections"`
+	LastErr string `json:"last_error,omitempty"`
+}
+
+// Destinations lists destination queues.
+func (q *Manager) Destinations() []DestInfo {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []DestInfo
+	for _, d := range q.dests {
+		out = append(out, DestInfo{Domain: d.domain, Ready: len(d.ready), Active: d.active, LastErr: d.lastErr})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })
+	return out
+}
+
+// Size returns the number of queued messages and the age of the oldest.
+func (q *Manager) Size() (int, time.Duration) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var oldest time.Time
+	for _, m := range q.msgs {
+		if oldest.IsZero() || m.Env.Time.Before(oldest) {
+			oldest = m.Env.Time
+		}
+	}
+	if oldest.IsZero() {
+		return len(q.msgs), 0
+	}
+	return len(q.msgs), q.o.Now().Sub(oldest)
+}
+
+func ridString(rids []int) string {
+	s := make([]string, len(rids))
+	for i, r := range rids {
+		s[i] = fmt.Sprint(r)
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+type retryHeap []*job
+
+func (h retryHeap) Len() int           { return len(h) }
+func (h retryHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h retryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].index = i; h[j].index = j }
+func (h *retryHeap) Push(x any)        { j := x.(*job); j.index = len(*h); *h = append(*h, j) }
+func (h *retryHeap) Pop() any {
+	old := *h
+	j := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	j.index = -1
+	return j
+}
