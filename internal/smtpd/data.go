@@ -120,8 +120,9 @@ func (h *headerScan) feed(p []byte) {
 			h.line = append(h.line, chunk[:min(room, len(chunk))]...)
 		}
 		if i >= 0 {
-			h.endLine(bytes.TrimRight(h.line, "\r\n"))
+			l := bytes.TrimRight(h.line, "\r\n")
 			h.line = h.line[:0]
+			h.endLine(l)
 		}
 		if h.seen >= maxHeaderSection {
 			h.finish()
@@ -173,12 +174,12 @@ func (h *headerScan) finish() {
 	if h.done {
 		return
 	}
-	if len(h.line) > 0 {
-		h.endLine(bytes.TrimRight(h.line, "\r\n"))
-		h.line = nil
-	}
-	h.endField()
 	h.done = true
+	if l := bytes.TrimRight(h.line, "\r\n"); len(l) > 0 {
+		h.endLine(l)
+	}
+	h.line = nil
+	h.endField()
 }
 
 // xtext encodes s as RFC 3461 §4 xtext: printable ASCII except '+' and '='
