@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -61,7 +62,10 @@ func chainReason(err error, chain []*x509.Certificate, now time.Time) string {
 	var ua x509.UnknownAuthorityError
 	if errors.As(err, &ua) {
 		leaf := chain[0]
-		if len(chain) == 1 && leaf.CheckSignatureFrom(leaf) == nil {
+		// Signed by its own key (not CheckSignatureFrom: a self-signed
+		// leaf is usually not marked as a CA).
+		if len(chain) == 1 && bytes.Equal(leaf.RawIssuer, leaf.RawSubject) &&
+			leaf.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature) == nil {
 			return "self signed certificate"
 		}
 		return "unable to get local issuer certificate"
