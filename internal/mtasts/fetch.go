@@ -190,6 +190,11 @@ func Fetch(ctx context.Context, domain string, o FetchOptions) (*Fetched, error)
 		return fail(classify(ctx, err, out.CertErr), err)
 	}
 	defer resp.Body.Close()
+	if ctx.Err() != nil {
+		// The deadline passed while the response was arriving (the server
+		// gave up on its side); a late answer is still a timeout.
+		return fail(FetchTimeout, ctx.Err())
+	}
 	out.Status = resp.StatusCode
 	out.ContentType = resp.Header.Get("Content-Type")
 	switch {

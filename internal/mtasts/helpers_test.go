@@ -296,3 +296,5 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 var errUnexpected = errors.New("unexpected")
+
+func newOtherCA() (*testpki.CA, error) { return testpki.NewCA("untrusted CA") }
