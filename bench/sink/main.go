@@ -33,6 +33,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -93,6 +94,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:2525", "SMTP listen address (loopback only)")
 	statsAddr := flag.String("stats", "127.0.0.1:2526", "HTTP counters address (loopback only)")
 	flag.StringVar(&name, "name", "sink.bench.test", "host name in the certificate and greeting")
+	altNames := flag.String("alt-names", "bench.test", "further DNS names in the certificate, comma-separated (e.g. the recipient domain, for relays that verify against it)")
 	caOut := flag.String("ca-out", "sink-ca.pem", "where to write the test CA certificate (PEM)")
 	flag.BoolVar(&requireTLS, "require-tls", true, "refuse MAIL until STARTTLS has been done")
 	flag.BoolVar(&chunking, "chunking", true, "advertise CHUNKING (BDAT)")
@@ -103,7 +105,7 @@ func main() {
 			log.Fatalf("sink: %v", err)
 		}
 	}
-	caPEM, cert, err := makePKI(name)
+	caPEM, cert, err := makePKI(name, splitNames(*altNames)...)
 	if err != nil {
 		log.Fatalf("sink: %v", err)
 	}
@@ -171,8 +173,19 @@ func checkLoopback(addr string) error {
 	return nil
 }
 
-// makePKI makes a CA and a leaf for name (and 127.0.0.1, ::1) signed by it.
-func makePKI(name string) ([]byte, tls.Certificate, error) {
+func splitNames(s string) []string {
+	var out []string
+	for _, n := range strings.Split(s, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// makePKI makes a CA and a leaf for name and alt (and 127.0.0.1, ::1) signed
+// by it.
+func makePKI(name string, alt ...string) ([]byte, tls.Certificate, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, tls.Certificate{}, err
@@ -199,7 +212,7 @@ func makePKI(name string) ([]byte, tls.Certificate, error) {
 	leafTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(now.UnixNano() + 1),
 		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
+		DNSNames:     append([]string{name}, alt...),
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(7 * 24 * time.Hour),

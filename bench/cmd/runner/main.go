@@ -456,7 +456,7 @@ func startSink(e *env) error {
 	}
 	cmd := exec.Command(filepath.Join(e.bin, "sink"),
 		"-listen", fmt.Sprintf("127.0.0.1:%d", port), "-stats", e.sinkStats,
-		"-name", "sink.bench.test", "-ca-out", e.caFile)
+		"-name", "sink.bench.test", "-alt-names", "bench.test", "-ca-out", e.caFile)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
