@@ -857,3 +857,97 @@ func TestMatchCertCNFallback(t *testing.T) {
 		t.Error("CN not used without DNS SANs")
 	}
 }
+
+// STARTTLS refused: Required fails with 4.7.5; Preferred goes on in
+// plaintext on a new connection.
+func TestSTARTTLSRefused(t *testing.T) {
+	for _, mode := range []tlspolicy.Mode{tlspolicy.Required, tlspolicy.Preferred} {
+		t.Run(mode.String(), func(t *testing.T) {
+			var cmds []string
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					r := bufio.NewReader(c)
+					io.WriteString(c, "220 mx ESMTP\r\n")
+					readCmd(r)
+					io.WriteString(c, "250-mx\r\n250 STARTTLS\r\n")
+					if l := readCmd(r); l == "STARTTLS" {
+						io.WriteString(c, "454 4.7.0 TLS not available\r\n")
+						readCmd(r) // QUIT
+						c.Close()
+						continue
+					} else {
+						cmds = append(cmds, l)
+					}
+					c.Close()
+				}
+			}()
+			port := ln.Addr().(*net.TCPAddr).Port
+			h := newHarness(t, nil)
+			cn, err := h.c.Connect(context.Background(), domain, tlspolicy.Host{Name: mxName, Port: port, TLS: tlspolicy.ForMode(mode, domain, mxName)})
+			reason := "STARTTLS refused: 454 4.7.0 TLS not available"
+			newDCID := func(n int) string {
+				return fmt.Sprintf("New SMTP DCID %d interface 127.0.0.1 address 127.0.0.1 port %d", n, port)
+			}
+			if mode == tlspolicy.Required {
+				if AsReply(err).Enhanced != "4.7.5" {
+					t.Fatalf("err %v", err)
+				}
+				eqLines(t, h.lines(t), []string{newDCID(1), "DCID 1 TLS failed: " + reason,
+					"DCID 1 TLS was required but could not be successfully negotiated", "DCID 1 close"})
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			cn.Close()
+			eqLines(t, h.lines(t), []string{newDCID(1), "DCID 1 TLS failed: " + reason, "DCID 1 close",
+				"DCID 1 TLS not negotiated, delivering in plaintext on a new connection: " + reason,
+				newDCID(2), "DCID 2 close"})
+		})
+	}
+}
+
+// Connect tries each address in order: ::1 refuses, 127.0.0.1 answers.
+func TestConnectTriesEachAddress(t *testing.T) {
+	b := &backend{}
+	port := startSMTP(t, b, nil, nil)
+	h := newHarness(t, nil)
+	h.c.o.Resolver = stubResolver{mxName: {netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.1")}}
+	cn, err := h.c.Connect(context.Background(), domain, tlspolicy.Host{Name: mxName, Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cn.Close()
+	if cn.RemoteAddr().Addr() != netip.MustParseAddr("127.0.0.1") || cn.DCID() != 2 {
+		t.Errorf("connected to %v as DCID %d", cn.RemoteAddr(), cn.DCID())
+	}
+	h.c.o.IPPreference = RequireIPv6
+	if _, err := h.c.Connect(context.Background(), domain, tlspolicy.Host{Name: mxName, Port: port}); err == nil {
+		t.Error("require-ipv6 reached the IPv4 address")
+	}
+}
+
+func FuzzReadReply(f *testing.F) {
+	for _, s := range []string{"250 ok\r\n", "250-a\r\n250 b\r\n", "550-5.1.1 x\r\n550 5.1.1 y\r\n", "25", "250-\r\n251 x\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, b := net.Pipe()
+		defer a.Close()
+		go func() { b.Write(data); b.Close() }()
+		cn := newConn(&Client{}, a, 1, "fuzz", netip.AddrPort{})
+		rep, lines, err := cn.readReply(time.Second)
+		if err == nil && (rep == nil || len(lines) == 0 || rep.Code < 200 || rep.Code > 599) {
+			t.Fatalf("accepted %q as %+v", data, rep)
+		}
+	})
+}
