@@ -5,9 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -529,7 +529,7 @@ func TestLimits(t *testing.T) {
 // TestTimeouts: an idle client and a client that keeps talking past the
 // session limit are both disconnected with 421.
 func TestTimeouts(t *testing.T) {
-	ts := startServer(t, func(c *Config) { c.ReadTimeout = 200 * time.Millisecond; c.TotalTimeout = 700 * time.Millisecond })
+	ts := startServer(t, func(c *Config) { c.ReadTimeout = 300 * time.Millisecond; c.TotalTimeout = 900 * time.Millisecond })
 	rc := dialRaw(t, ts.addr)
 	rc.cmd("EHLO client.example")
 	start := time.Now()
@@ -540,8 +540,8 @@ func TestTimeouts(t *testing.T) {
 		t.Errorf("idle timeout took %v", d)
 	}
 
-	rc = dialRaw(t, ts.addr)
 	start = time.Now()
+	rc = dialRaw(t, ts.addr)
 	for {
 		rc.send("NOOP\r\n")
 		r, err := rc.reply()
@@ -554,9 +554,9 @@ func TestTimeouts(t *testing.T) {
 		if time.Since(start) > 3*time.Second {
 			t.Fatal("total timeout not enforced")
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
-	if d := time.Since(start); d < 600*time.Millisecond {
+	if d := time.Since(start); d < 850*time.Millisecond {
 		t.Errorf("session ended after %v, before TotalTimeout", d)
 	}
 }
@@ -676,8 +676,8 @@ func (f fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Ad
 func TestReverseDNS(t *testing.T) {
 	r := fakeResolver{
 		ptr: map[string][]string{
-			"192.0.2.1": {"mta.client.example."},
-			"192.0.2.2": {"liar.example."},
+			"192.0.2.1":   {"mta.client.example."},
+			"192.0.2.2":   {"liar.example."},
 			"2001:db8::1": {"v6.client.example."},
 		},
 		a: map[string][]netip.Addr{
