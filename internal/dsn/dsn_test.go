@@ -602,3 +602,21 @@ func TestQueueTime(t *testing.T) {
 		}
 	}
 }
+
+// Parse must stay linear on many continuation lines (a quadratic unfolding
+// would take minutes here).
+func TestParseManyContinuations(t *testing.T) {
+	in := "Reporting-MTA: dns; a\r\n\r\nFinal-Recipient: rfc822; b@c\r\nAction: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; x\r\n" +
+		strings.Repeat(" y\r\n", 250000)
+	start := time.Now()
+	r, err := Parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Recipients[0].Diagnostic) != len("smtp; x")+2*250000 {
+		t.Errorf("diagnostic is %d bytes", len(r.Recipients[0].Diagnostic))
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Parse took %v", d)
+	}
+}

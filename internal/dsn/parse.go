@@ -12,7 +12,12 @@ import (
 // maxParse caps the delivery-status body Parse accepts.
 const maxParse = 1 << 20
 
-type field struct{ name, value string }
+type field struct {
+	name  string
+	parts []string // the value's first line, then its continuation lines
+}
+
+func (f field) value() string { return strings.Join(f.parts, "") }
 
 // Parse reads the body of a message/delivery-status part (RFC 3464 §2.1):
 // a block of per-message fields, then one block per recipient, separated by
@@ -75,13 +80,14 @@ func splitBlocks(s string) ([][]field, error) {
 			if len(cur) == 0 {
 				return nil, fmt.Errorf("dsn: line %d: continuation line with no field", n+1)
 			}
-			cur[len(cur)-1].value += line // RFC 5322 §2.2.3 unfolding
+			// RFC 5322 §2.2.3 unfolding; joined once, later, to stay linear.
+			cur[len(cur)-1].parts = append(cur[len(cur)-1].parts, line)
 		default:
 			name, value, ok := strings.Cut(line, ":")
 			if !ok || !validFieldName(name) {
 				return nil, fmt.Errorf("dsn: line %d: not a field", n+1)
 			}
-			cur = append(cur, field{strings.ToLower(name), value})
+			cur = append(cur, field{strings.ToLower(name), []string{value}})
 		}
 	}
 	if len(cur) > 0 {
@@ -118,7 +124,7 @@ func collect(blk []field, known ...string) (fieldSet, error) {
 		if _, dup := fs[f.name]; dup {
 			return nil, fmt.Errorf("duplicate %s field", f.name)
 		}
-		fs[f.name] = clean(f.value, false)
+		fs[f.name] = clean(f.value(), false)
 	}
 	return fs, nil
 }
