@@ -70,10 +70,14 @@ func TestFetchFailures(t *testing.T) {
 			dns := newDNSServer(t)
 			dns.SetTXT("_mta-sts."+testDomain, "v=STSv1; id=1;")
 			log, lines := newLog()
+			timeout := 5 * time.Second
+			if tc.kind == FetchTimeout {
+				timeout = 500 * time.Millisecond
+			}
 			m, err := New(context.Background(), Options{
 				Resolver:     dnsResolver{dns.Addr},
 				Roots:        ca(t).Pool(),
-				FetchTimeout: 300 * time.Millisecond,
+				FetchTimeout: timeout,
 				DialContext:  loopbackDial(map[string]string{"mta-sts." + testDomain + ":443": host.Addr()}),
 				Log:          log,
 			})

@@ -336,6 +336,9 @@ func (m *Manager) discover(ctx context.Context, d string, kind discoverKind) (Re
 	now := m.now()
 	m.mu.Lock()
 	st := m.stateLocked(d)
+	if kind == kindGet {
+		st.lastUsed.Store(now.UnixNano())
+	}
 	cur := st.entry
 	if !cur.Valid(now) {
 		cur = nil
