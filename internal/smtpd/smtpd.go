@@ -3,6 +3,9 @@
 // SIZE, 8BITMIME, SMTPUTF8, PIPELINING, ENHANCEDSTATUSCODES, DSN and STARTTLS,
 // and hands each message, streamed, to a Receiver that stores it durably.
 //
+// go-smtp also always advertises CHUNKING (RFC 3030); BDAT content passes
+// through the same content guard and the same 250-after-Accept rule.
+//
 // The protocol engine is github.com/emersion/go-smtp's server; this package
 // owns the policy around it: who may relay, which addresses are acceptable,
 // what the content may contain, the limits and timeouts, and the mail log.

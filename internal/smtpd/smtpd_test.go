@@ -704,3 +704,29 @@ func TestReverseDNS(t *testing.T) {
 		}
 	}
 }
+
+// TestBDAT: go-smtp always offers CHUNKING (RFC 3030); BDAT content goes
+// through the same guard and the same 250-after-Accept rule as DATA.
+func TestBDAT(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, ts.addr)
+	if r := rc.cmd("EHLO client.example"); !strings.Contains(r, "CHUNKING") {
+		t.Fatalf("EHLO: %q", r)
+	}
+	rc.startTx("a@client.example", "b@dest.example")
+	bad := "Subject: b\r\n\r\nx\n.\nMAIL FROM:<evil@client.example>\r\n"
+	rc.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(bad), bad))
+	if r := rc.expect("5"); !strings.HasPrefix(r, "550 5.6.11") {
+		t.Errorf("BDAT with bare LF: %q", r)
+	}
+	rc.startTx("a@client.example", "b@dest.example")
+	p1, p2 := "Subject: b\r\n\r\n", "chunked\r\n"
+	rc.send(fmt.Sprintf("BDAT %d\r\n%s", len(p1), p1))
+	rc.expect("250")
+	rc.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(p2), p2))
+	rc.expect("250 2.0.0")
+	msgs := ts.recv.messages(t)
+	if len(msgs) != 1 || msgs[2] != p1+p2 {
+		t.Errorf("stored %v", msgs)
+	}
+}
