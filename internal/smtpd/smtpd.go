@@ -21,7 +21,8 @@
 //     every MAIL FROM gets 554 5.7.1 (RCPT without MAIL is a sequence error,
 //     502 5.5.1 from go-smtp). We refuse at MAIL rather than at connect
 //     because go-smtp cannot hold a 554 greeting until QUIT (RFC 5321 §3.1),
-//     and refusing at MAIL lets the client see a clean, logged refusal.
+//     and a reply at MAIL is one every client handles; the REJECT line
+//     above records the refusal.
 //   - Recipients that could smuggle routing are refused whatever the client:
 //     %-hack, bang paths, a second '@' (which is also what a quoted local part
 //     holding '@' becomes), local parts that are not a dot-atom (so a quoted
