@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -97,7 +98,7 @@ type Delivery struct {
 // Destination is a Destination Control profile; nil fields inherit from
 // the default profile.
 type Destination struct {
-	TLS                      *tlspolicy.Mode `yaml:"tls"`
+	TLS                      *TLSMode        `yaml:"tls"`
 	MTASTS                   *bool           `yaml:"mta_sts"`
 	MaxConcurrency           *int            `yaml:"max_concurrency"`
 	MaxMessagesPerConnection *int            `yaml:"max_messages_per_connection"`
@@ -205,8 +206,10 @@ func displayName(n string) string {
 	return n
 }
 
+var notFoundRE = regexp.MustCompile(`field (\S+) not found in type config\.\w+`)
+
 func cleanYAMLError(err error) string {
-	s := err.Error()
+	s := notFoundRE.ReplaceAllString(err.Error(), `unknown key "$1"`)
 	s = strings.TrimPrefix(s, "yaml: ")
 	s = strings.ReplaceAll(s, "unmarshal errors:\n  ", "")
 	s = strings.ReplaceAll(s, "\n  ", "; ")
@@ -308,7 +311,7 @@ func (c *Config) finish() error {
 		c.Destinations["default"] = def
 	}
 	if def.TLS == nil {
-		m := tlspolicy.Preferred
+		m := TLSMode(tlspolicy.Preferred)
 		def.TLS = &m
 	}
 	if def.MTASTS == nil {
@@ -475,12 +478,12 @@ func (c *Config) Profile(domain string) Profile {
 func (c *Config) profileFor(name string) Profile {
 	def := c.Destinations["default"]
 	d := c.Destinations[name]
-	p := Profile{Name: name, TLS: *def.TLS, MTASTS: *def.MTASTS, MaxConcurrency: *def.MaxConcurrency, MaxMessagesPerConnection: *def.MaxMessagesPerConnection}
+	p := Profile{Name: name, TLS: tlspolicy.Mode(*def.TLS), MTASTS: *def.MTASTS, MaxConcurrency: *def.MaxConcurrency, MaxMessagesPerConnection: *def.MaxMessagesPerConnection}
 	if d == nil {
 		return p
 	}
 	if d.TLS != nil {
-		p.TLS = *d.TLS
+		p.TLS = tlspolicy.Mode(*d.TLS)
 	}
 	if d.MTASTS != nil {
 		p.MTASTS = *d.MTASTS
@@ -493,6 +496,25 @@ func (c *Config) profileFor(name string) Profile {
 	}
 	return p
 }
+
+// TLSMode is a Destination Control TLS mode as written in YAML.
+type TLSMode tlspolicy.Mode
+
+// UnmarshalYAML implements yaml.Unmarshaler, naming the line on error.
+func (m *TLSMode) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a TLS mode such as preferred or required-verify", n.Line)
+	}
+	v, err := tlspolicy.ParseMode(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %v", n.Line, err)
+	}
+	*m = TLSMode(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (m TLSMode) MarshalYAML() (any, error) { return tlspolicy.Mode(m).String(), nil }
 
 // Duration is a time.Duration written as "60s", "72h", or a number of seconds.
 type Duration time.Duration
