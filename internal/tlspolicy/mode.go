@@ -14,18 +14,19 @@ import (
 	"strings"
 )
 
-// Mode is a Destination Control TLS setting. The constants are ordered from
-// weakest to strongest; the order matters because Stricter picks the later
-// one when two sources disagree. Why this order: each step adds exactly one
-// guarantee to the one before it — try TLS (preferred), insist on it
-// (required), check the certificate but only log (preferred-verify sits
-// above required because it verifies, yet below required-verify because a
-// failure does not stop delivery... and it can fall back to plaintext, so
-// Stricter never picks it over "required"; see Stricter), insist on a
-// verified certificate for the recipient domain (required-verify), and the
-// hosted variant that also accepts the MX host name — which is not weaker
-// in practice for large providers, but is a different identity rule, so it
-// sits last and is compared by name, not rank.
+// Mode is a Destination Control TLS setting. The constants follow the
+// appliance's menu order, and each adds one guarantee to the one before:
+//
+//	none                    no STARTTLS
+//	preferred               STARTTLS when offered; plaintext fallback allowed
+//	required                TLS must be negotiated; certificate not checked
+//	preferred-verify        as preferred, certificate checked but only logged
+//	required-verify         TLS and a certificate valid for the recipient domain
+//	required-verify-hosted  as required-verify, or valid for the MX host name
+//
+// preferred-verify checks more than required but guarantees less (it can
+// still end in plaintext), which is why code asks the predicates below
+// (MustTLS, MustVerify) instead of comparing modes numerically.
 type Mode int
 
 // The TLS modes, in the appliance's menu order.
