@@ -98,10 +98,10 @@ type Delivery struct {
 // Destination is a Destination Control profile; nil fields inherit from
 // the default profile.
 type Destination struct {
-	TLS                      *TLSMode        `yaml:"tls"`
-	MTASTS                   *bool           `yaml:"mta_sts"`
-	MaxConcurrency           *int            `yaml:"max_concurrency"`
-	MaxMessagesPerConnection *int            `yaml:"max_messages_per_connection"`
+	TLS                      *TLSMode `yaml:"tls"`
+	MTASTS                   *bool    `yaml:"mta_sts"`
+	MaxConcurrency           *int     `yaml:"max_concurrency"`
+	MaxMessagesPerConnection *int     `yaml:"max_messages_per_connection"`
 }
 
 // Bounce is the retry schedule and bounce settings (the default bounce profile).
