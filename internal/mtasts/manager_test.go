@@ -421,3 +421,22 @@ func TestModeNoneAndInvalidDomain(t *testing.T) {
 		t.Fatalf("Get(ip literal) = %+v", res)
 	}
 }
+
+// TestApplyLogLines pins the delivery-side lines written through the typed
+// methods in internal/maillog/mtasts.go.
+func TestApplyLogLines(t *testing.T) {
+	log, lines := newLog()
+	log.MTASTSApplying("domain.com")
+	log.MTASTSSuccess("domain.com")
+	log.MTASTSFailed("domain.com", "MX not in policy")
+	log.MTASTSFetchViaProxy()
+	want := []string{
+		"Info: Applying MTA-STS policy for the domain (domain.com)",
+		"Info: MTA-STS policy for the domain (domain.com) Successful.",
+		"Info: MTA-STS policy for the domain (domain.com) Failed: MX not in policy",
+		"Debug: Requesting MTA-STS policy fetch via proxy",
+	}
+	if got := lines.Lines(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("log:\n%s", strings.Join(got, "\n"))
+	}
+}
