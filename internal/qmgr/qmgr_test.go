@@ -1,0 +1,282 @@
+package qmgr_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"outpost/internal/deliver"
+	"outpost/internal/envelope"
+	"outpost/internal/qmgr"
+	"outpost/internal/reply"
+	"outpost/internal/spool"
+	"outpost/internal/tlspolicy"
+)
+
+// These tests run the queue manager with its real neighbours: the spool on
+// disk, the delivery client, and go-smtp receivers on loopback. Only the
+// planner is a table (domain → receiver address), standing in for DNS.
+
+type receiver struct {
+	mu        sync.Mutex
+	active    int32
+	maxActive int32
+	conns     atomic.Int32
+	msgs      atomic.Int32
+	perConn   []int
+	delay     time.Duration
+	addr      string
+}
+
+type rsess struct {
+	r *receiver
+	n int
+}
+
+func (s *rsess) Reset()                               {}
+func (s *rsess) Mail(string, *smtp.MailOptions) error { return nil }
+func (s *rsess) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (s *rsess) Logout() error {
+	s.r.mu.Lock()
+	s.r.perConn = append(s.r.perConn, s.n)
+	s.r.mu.Unlock()
+	atomic.AddInt32(&s.r.active, -1)
+	return nil
+}
+func (s *rsess) Data(r io.Reader) error {
+	io.Copy(io.Discard, r)
+	time.Sleep(s.r.delay)
+	s.n++
+	s.r.msgs.Add(1)
+	return nil
+}
+
+func newReceiver(t *testing.T, delay time.Duration) *receiver {
+	rc := &receiver{delay: delay}
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		rc.conns.Add(1)
+		n := atomic.AddInt32(&rc.active, 1)
+		rc.mu.Lock()
+		if n > rc.maxActive {
+			rc.maxActive = n
+		}
+		rc.mu.Unlock()
+		return &rsess{r: rc}, nil
+	}))
+	srv.Domain = "rcv.test"
+	srv.AllowInsecureAuth = true
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.addr = ln.Addr().String()
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return rc
+}
+
+type tablePlanner map[string]string // domain → host:port
+
+func (p tablePlanner) Plan(_ context.Context, domain string) (*tlspolicy.Plan, *reply.Reply) {
+	hp, ok := p[domain]
+	if !ok {
+		return nil, reply.New(550, "5.1.2", "no such domain %s", domain)
+	}
+	host, port, _ := net.SplitHostPort(hp)
+	var n int
+	fmt.Sscan(port, &n)
+	return &tlspolicy.Plan{Domain: domain, Hosts: []tlspolicy.Host{{Name: host, Port: n, TLS: tlspolicy.ForMode(tlspolicy.None, domain, host)}}}, nil
+}
+
+type dialer struct{ c *deliver.Client }
+
+func (d dialer) Connect(ctx context.Context, domain string, h tlspolicy.Host) (qmgr.Conn, error) {
+	c, err := d.c.Connect(ctx, domain, h)
+	if err != nil {
+		return nil, deliver.AsReply(err)
+	}
+	return conn{c}, nil
+}
+
+type conn struct{ c *deliver.Conn }
+
+func (c conn) Send(ctx context.Context, t *qmgr.Txn) *qmgr.TxnResult {
+	m := &deliver.Message{MID: t.MID, From: t.Env.From, Size: t.Size, Body: t.Open}
+	for _, rid := range t.RIDs {
+		m.Rcpts = append(m.Rcpts, deliver.Rcpt{RID: rid, Addr: t.Env.Recipients[rid].Addr})
+	}
+	r := c.c.Send(ctx, m)
+	return &qmgr.TxnResult{Rcpt: r.Rcpt, Data: r.Data, Broken: r.Broken}
+}
+func (c conn) Close() error { return c.c.Close() }
+func (c conn) DCID() uint64 { return c.c.DCID() }
+func (c conn) Host() string { return c.c.Host() }
+
+type bounces struct {
+	mu   sync.Mutex
+	list []qmgr.Failure
+}
+
+func (b *bounces) Bounce(_ context.Context, _ *qmgr.Message, f []qmgr.Failure, _ string) error {
+	b.mu.Lock()
+	b.list = append(b.list, f...)
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *bounces) n() int { b.mu.Lock(); defer b.mu.Unlock(); return len(b.list) }
+
+type harness struct {
+	q  *qmgr.Manager
+	sp *spool.Spool
+	b  *bounces
+}
+
+func start(t *testing.T, plan tablePlanner, prof qmgr.Profile, o qmgr.Options) *harness {
+	sp, err := spool.Open(t.TempDir(), spool.Options{MinFree: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.Start()
+	if _, err := sp.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{sp: sp, b: &bounces{}}
+	o.Store, o.Planner, o.Bouncer = sp, plan, h.b
+	o.Dialer = dialer{deliver.New(deliver.Options{Hostname: "outpost.test", Timeouts: deliver.Timeouts{Connect: 2 * time.Second}})}
+	o.Profile = func(string) qmgr.Profile { return prof }
+	h.q = qmgr.New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.q.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; sp.Close() })
+	return h
+}
+
+func (h *harness) submit(t *testing.T, to ...string) {
+	env := &envelope.Envelope{From: "s@sender.test", Time: time.Now()}
+	for _, a := range to {
+		env.Recipients = append(env.Recipients, envelope.Recipient{Addr: a})
+	}
+	mid := h.sp.NewMID()
+	n, err := h.sp.Accept(mid, env, strings.NewReader("Subject: t\r\n\r\nbody\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.q.Submit(&spool.Record{MID: mid, Env: *env, Size: n, States: make([]spool.State, len(to))})
+}
+
+func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if f() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestConcurrencyAndMessagesPerConnection(t *testing.T) {
+	rc := newReceiver(t, 20*time.Millisecond)
+	h := start(t, tablePlanner{"a.test": rc.addr}, qmgr.Profile{MaxConcurrency: 2, MaxMessagesPerConnection: 5}, qmgr.Options{IdleReuse: 200 * time.Millisecond})
+	for i := 0; i < 30; i++ {
+		h.submit(t, fmt.Sprintf("u%d@a.test", i))
+	}
+	eventually(t, 20*time.Second, "30 deliveries", func() bool { return rc.msgs.Load() == 30 })
+	eventually(t, 5*time.Second, "connections closed", func() bool { return atomic.LoadInt32(&rc.active) == 0 })
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.maxActive > 2 {
+		t.Errorf("%d simultaneous connections, limit 2", rc.maxActive)
+	}
+	for _, n := range rc.perConn {
+		if n > 5 {
+			t.Errorf("a connection carried %d messages, limit 5", n)
+		}
+	}
+	if rc.conns.Load() < 6 {
+		t.Errorf("30 messages at 5 per connection took only %d connections", rc.conns.Load())
+	}
+	if n, _ := h.q.Size(); n != 0 {
+		t.Errorf("%d messages left in queue", n)
+	}
+}
+
+func TestDeadDestinationDoesNotStarveOthers(t *testing.T) {
+	live := newReceiver(t, 0)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := l.Addr().String()
+	l.Close() // nothing listens: connection refused
+	h := start(t, tablePlanner{"live.test": live.addr, "dead.test": dead}, qmgr.Profile{MaxConcurrency: 20, MaxMessagesPerConnection: 50}, qmgr.Options{InitialRetry: time.Hour})
+	for i := 0; i < 300; i++ {
+		h.submit(t, fmt.Sprintf("u%d@dead.test", i))
+	}
+	for i := 0; i < 30; i++ {
+		h.submit(t, fmt.Sprintf("u%d@live.test", i))
+	}
+	eventually(t, 20*time.Second, "live deliveries", func() bool { return live.msgs.Load() == 30 })
+	eventually(t, 20*time.Second, "dead messages deferred", func() bool {
+		deferred := 0
+		for _, m := range h.q.List() {
+			if m.Recipients[0].State == "deferred" {
+				deferred++
+			}
+		}
+		return deferred == 300
+	})
+	if h.b.n() != 0 {
+		t.Fatal("a connection failure bounced mail")
+	}
+}
+
+func TestRetryThenDeliverAndExpiryBounce(t *testing.T) {
+	// The receiver comes up only after the first attempt failed.
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	h := start(t, tablePlanner{"later.test": addr, "never.test": "127.0.0.1:1"}, qmgr.Profile{MaxConcurrency: 5, MaxMessagesPerConnection: 10},
+		qmgr.Options{InitialRetry: 200 * time.Millisecond, MaxRetryInterval: 400 * time.Millisecond, MaxQueueLifetime: 3 * time.Second})
+	h.submit(t, "x@later.test")
+	h.submit(t, "y@never.test")
+	eventually(t, 5*time.Second, "deferral", func() bool {
+		in, ok := h.q.Show(1)
+		return ok && in.Recipients[0].State == "deferred"
+	})
+	rc := &receiver{}
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &rsess{r: rc}, nil }))
+	srv.Domain, srv.AllowInsecureAuth = "rcv.test", true
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	eventually(t, 10*time.Second, "delivery after retry", func() bool { return rc.msgs.Load() == 1 })
+	eventually(t, 10*time.Second, "expiry bounce", func() bool { return h.b.n() == 1 })
+	if f := h.b.list[0]; f.Reply.Class() != "5.4.7" || !strings.Contains(f.Reason, "expired") {
+		t.Fatalf("expiry failure %+v %s", f, f.Reply)
+	}
+	eventually(t, 5*time.Second, "empty queue", func() bool { n, _ := h.q.Size(); return n == 0 })
+}
+
+func TestPermanentFailureBouncesAndQueueOps(t *testing.T) {
+	h := start(t, tablePlanner{}, qmgr.Profile{MaxConcurrency: 5, MaxMessagesPerConnection: 10}, qmgr.Options{})
+	h.submit(t, "a@nowhere.test")
+	eventually(t, 5*time.Second, "bounce", func() bool { return h.b.n() == 1 })
+	if h.b.list[0].Reply.Class() != "5.1.2" {
+		t.Fatalf("bounce %v", h.b.list[0].Reply)
+	}
+	if err := h.q.Delete(999); err == nil {
+		t.Fatal("deleting an unknown MID succeeded")
+	}
+}
