@@ -137,23 +137,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "outpost", version)
 		return 0
 	default:
-		if code, ok := extraCommand(cmd, cfgPath, rest, stdout, stderr); ok {
-			return code
-		}
 		fmt.Fprintf(stderr, "outpost: unknown command %q\n%s", cmd, usage)
 		return 2
 	}
-}
-
-// extraCommand runs commands defined in other files of this package.
-var extraCommands = map[string]func(cfgPath string, args []string, stdout, stderr io.Writer) int{}
-
-func extraCommand(cmd, cfgPath string, args []string, stdout, stderr io.Writer) (int, bool) {
-	f, ok := extraCommands[cmd]
-	if !ok {
-		return 0, false
-	}
-	return f(cfgPath, args, stdout, stderr), true
 }
 
 func serve(cfgPath string, stderr io.Writer) int {
