@@ -42,6 +42,8 @@ commands:
   queue delete MID                 remove a message without a bounce
   queue bounce MID                 bounce a message's pending recipients to its sender
   tail                             follow the mail log of the running daemon
+  mta-sts cache list|show|refresh|flush DOMAIN
+                                   the running daemon's MTA-STS policy cache
   version                          print the version
 `
 
@@ -133,6 +135,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "mta-sts":
+		return mtastsCmd(cfgPath, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "outpost", version)
 		return 0

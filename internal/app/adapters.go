@@ -2,35 +2,56 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"outpost/internal/deliver"
+	"outpost/internal/maillog"
 	"outpost/internal/qmgr"
 	"outpost/internal/tlspolicy"
 )
 
 // dialer adapts the delivery client to qmgr.Dialer.
 type dialer struct {
-	c   *deliver.Client
-	tls *prometheus.CounterVec
+	c     *deliver.Client
+	tls   *prometheus.CounterVec
+	log   *maillog.Logger
+	roots *x509.CertPool
 }
 
 func (d dialer) Connect(ctx context.Context, domain string, h tlspolicy.Host) (qmgr.Conn, error) {
 	c, err := d.c.Connect(ctx, domain, h)
 	mode := h.TLS.Mode.String()
+	if h.TLS.Source == tlspolicy.SourceMTASTS {
+		mode = "mta-sts-enforce"
+	}
+	why := stsOutcome(d.log, domain, h, err)
 	if err != nil {
 		var de *deliver.Error
 		if errors.As(err, &de) && de.Stage == deliver.StageTLS {
 			d.tls.WithLabelValues("failed", mode).Inc()
 		}
-		return nil, deliver.AsReply(err)
+		r := deliver.AsReply(err)
+		if why != "" {
+			// Say in the Delayed line and the eventual DSN that MTA-STS held it.
+			r2 := *r
+			r2.Text = why + " (" + r.Text + ")"
+			r2.Remote = false
+			r = &r2
+		}
+		return nil, r
+	}
+	if h.TLS.STSTesting {
+		d.reportTesting(domain, h, c)
 	}
 	if _, ok := c.TLSState(); ok {
 		d.tls.WithLabelValues("success", mode).Inc()
@@ -51,6 +72,28 @@ func (c conn) Send(ctx context.Context, t *qmgr.Txn) *qmgr.TxnResult {
 	}
 	res := c.c.Send(ctx, m)
 	return &qmgr.TxnResult{Rcpt: res.Rcpt, Data: res.Data, Broken: res.Broken || !c.c.Usable()}
+}
+
+// reportTesting logs whether a connection made under a testing-mode policy
+// would have met it (RFC 8461 §5: testing mode reports, never blocks).
+func (d dialer) reportTesting(domain string, h tlspolicy.Host, c *deliver.Conn) {
+	cs, ok := c.TLSState()
+	var fail string
+	switch {
+	case !ok:
+		fail = "STARTTLS not used with " + h.Name
+	case cs.Version < tls.VersionTLS12:
+		fail = "TLS version below 1.2 at " + h.Name
+	default:
+		if _, err := deliver.Verify(cs, d.roots, []string{h.Name}, time.Now()); err != nil {
+			fail = "certificate of " + h.Name + " not valid: " + err.Error()
+		}
+	}
+	if fail != "" {
+		d.log.Infof("MTA-STS policy for the domain (%s) in testing mode would have failed: %s", domain, fail)
+		return
+	}
+	d.log.Infof("MTA-STS policy for the domain (%s) in testing mode would have succeeded", domain)
 }
 
 func (c conn) Close() error { return c.c.Close() }

@@ -25,6 +25,7 @@ import (
 	"outpost/internal/dsn"
 	"outpost/internal/envelope"
 	"outpost/internal/maillog"
+	"outpost/internal/mtasts"
 	"outpost/internal/planner"
 	"outpost/internal/qmgr"
 	"outpost/internal/reply"
@@ -35,16 +36,19 @@ import (
 
 // App is a running Outpost.
 type App struct {
-	cfg     *config.Config
-	log     *maillog.Logger
-	spool   *spool.Spool
-	dns     *resolver.Resolver
-	client  *deliver.Client
-	q       *qmgr.Manager
-	servers []*smtpd.Server
-	ctl     *ctl.Server
-	metrics *metricsServer
-	ids     *counter
+	cfg      *config.Config
+	log      *maillog.Logger
+	spool    *spool.Spool
+	dns      *resolver.Resolver
+	client   *deliver.Client
+	q        *qmgr.Manager
+	sts      *mtasts.Manager
+	stsStore *mtasts.BoltStore
+	roots    *x509.CertPool
+	servers  []*smtpd.Server
+	ctl      *ctl.Server
+	metrics  *metricsServer
+	ids      *counter
 	// tlsOutcomes counts delivery connections by TLS outcome and mode.
 	tlsOutcomes *prometheus.CounterVec
 }
@@ -91,12 +95,26 @@ func New(cfg *config.Config) (*App, error) {
 		Resolver: a.dns, Log: a.log, NextDCID: a.ids.next,
 		Timeouts: deliver.Timeouts{Connect: cfg.Delivery.ConnectTimeout.D()},
 	})
-	pl := &planner.Planner{DNS: a.dns, Log: a.log, Profile: func(domain string) planner.Profile {
+	a.roots = roots
+	proxy, err := ProxyURL(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.stsStore, err = mtasts.OpenBoltStore(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("MTA-STS policy cache: %w", err)
+	}
+	a.sts, err = mtasts.New(context.Background(), mtasts.Options{Resolver: DNSAdapter{a.dns}, Store: a.stsStore, Roots: roots,
+		FetchTimeout: cfg.MTASTS.FetchTimeout.D(), Proxy: proxy, DisableRefresh: !*cfg.MTASTS.Refresh, Log: a.log})
+	if err != nil {
+		return nil, fmt.Errorf("MTA-STS: %w", err)
+	}
+	pl := &planner.Planner{DNS: a.dns, Log: a.log, STS: stsLookup{m: a.sts, log: a.log}, Profile: func(domain string) planner.Profile {
 		p := cfg.Profile(domain)
 		return planner.Profile{TLS: p.TLS, MTASTS: p.MTASTS}
 	}}
 	a.q = qmgr.New(qmgr.Options{
-		Store: a.spool, Planner: pl, Dialer: dialer{c: a.client, tls: a.tlsOutcomes}, Bouncer: &bouncer{a: a},
+		Store: a.spool, Planner: pl, Dialer: dialer{c: a.client, tls: a.tlsOutcomes, log: a.log, roots: roots}, Bouncer: &bouncer{a: a},
 		Profile: func(domain string) qmgr.Profile {
 			p := cfg.Profile(domain)
 			return qmgr.Profile{MaxConcurrency: p.MaxConcurrency, MaxMessagesPerConnection: p.MaxMessagesPerConnection}
@@ -156,6 +174,8 @@ func (a *App) Run(ctx context.Context) error {
 	qctx, qcancel := context.WithCancel(context.Background())
 	qdone := make(chan struct{})
 	go func() { a.q.Run(qctx); close(qdone) }()
+	stsDone := make(chan struct{})
+	go func() { a.sts.Run(qctx); close(stsDone) }()
 	for _, r := range recs {
 		a.q.Submit(r)
 	}
@@ -163,7 +183,7 @@ func (a *App) Run(ctx context.Context) error {
 	if !filepath.IsAbs(sock) {
 		sock = filepath.Join(a.cfg.DataDir, sock)
 	}
-	a.ctl, err = ctl.Listen(sock, a.q, a.log)
+	a.ctl, err = ctl.Listen(sock, a.q, a.log, stsAdmin{a.sts})
 	if err != nil {
 		qcancel()
 		return err
@@ -193,6 +213,9 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	qcancel()
 	<-qdone
+	<-stsDone
+	a.sts.Close()
+	a.stsStore.Close()
 	a.spool.Close()
 	a.log.Close()
 	return runErr

@@ -11,6 +11,10 @@
 //	POST /v1/queue/flush        retry every deferred message now
 //	POST /v1/queue/{mid}/delete remove a message without a DSN
 //	POST /v1/queue/{mid}/bounce bounce a message's pending recipients
+//	GET  /v1/mta-sts/cache                   cached MTA-STS policies
+//	GET  /v1/mta-sts/cache/{domain}          one cached policy
+//	POST /v1/mta-sts/cache/{domain}/refresh  look up and fetch the policy now
+//	POST /v1/mta-sts/cache/{domain}/flush    forget the cached policy
 //	GET  /v1/tail               follow the mail log (text/plain stream)
 package ctl
 
@@ -40,6 +44,14 @@ type Queue interface {
 	BounceNow(ctx context.Context, mid uint64) error
 }
 
+// PolicyCache is the MTA-STS policy cache's admin side.
+type PolicyCache interface {
+	List() any
+	Show(domain string) (any, error)
+	Refresh(ctx context.Context, domain string) (any, error)
+	Flush(ctx context.Context, domain string) error
+}
+
 // LogFeed streams mail-log lines.
 type LogFeed interface {
 	Subscribe() (<-chan string, func())
@@ -53,7 +65,7 @@ type Server struct {
 }
 
 // Listen creates the socket (replacing a stale one) and serves on it.
-func Listen(path string, q Queue, logs LogFeed) (*Server, error) {
+func Listen(path string, q Queue, logs LogFeed, sts PolicyCache) (*Server, error) {
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s: another outpost is running", path)
@@ -94,6 +106,26 @@ func Listen(path string, q Queue, logs LogFeed) (*Server, error) {
 		if mid, ok := parseMID(w, r); ok {
 			result(w, q.BounceNow(r.Context(), mid))
 		}
+	})
+	mux.HandleFunc("GET /v1/mta-sts/cache", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, sts.List()) })
+	mux.HandleFunc("GET /v1/mta-sts/cache/{domain}", func(w http.ResponseWriter, r *http.Request) {
+		e, err := sts.Show(r.PathValue("domain"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		writeJSON(w, e)
+	})
+	mux.HandleFunc("POST /v1/mta-sts/cache/{domain}/refresh", func(w http.ResponseWriter, r *http.Request) {
+		e, err := sts.Refresh(r.Context(), r.PathValue("domain"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		writeJSON(w, e)
+	})
+	mux.HandleFunc("POST /v1/mta-sts/cache/{domain}/flush", func(w http.ResponseWriter, r *http.Request) {
+		result(w, sts.Flush(r.Context(), r.PathValue("domain")))
 	})
 	mux.HandleFunc("GET /v1/tail", func(w http.ResponseWriter, r *http.Request) {
 		ch, cancel := logs.Subscribe()

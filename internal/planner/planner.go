@@ -29,6 +29,13 @@ type STSLookup interface {
 	Lookup(ctx context.Context, domain string) (tlspolicy.STSState, *tlspolicy.STS)
 }
 
+// STSRechecker is optionally implemented by an STSLookup: before a message
+// is held because no MX matches a cached enforce policy, the policy is looked
+// up again (RFC 8461 §5.1).
+type STSRechecker interface {
+	Recheck(ctx context.Context, domain string) (tlspolicy.STSState, *tlspolicy.STS)
+}
+
 // Profile is the part of a Destination Control profile the plan needs.
 type Profile struct {
 	TLS    tlspolicy.Mode
@@ -62,6 +69,12 @@ func (p *Planner) Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *re
 		}
 	}
 	plan := tlspolicy.Build(in)
+	if plan.DeferCode == "4.4.8" && in.STS != nil && in.STS.Cached {
+		if rc, ok := p.STS.(STSRechecker); ok {
+			in.STSState, in.STS = rc.Recheck(ctx, domain)
+			plan = tlspolicy.Build(in)
+		}
+	}
 	return &plan, nil
 }
 

@@ -30,6 +30,9 @@ type STS struct {
 	Mode string // "enforce", "testing" or "none"
 	// Match reports whether an MX host name matches the policy's mx patterns.
 	Match func(host string) bool
+	// Cached is true when the policy came from the cache rather than a
+	// fetch made for this decision.
+	Cached bool
 }
 
 // Input is everything Build needs, already looked up.
@@ -58,7 +61,9 @@ func Build(in Input) Plan {
 	if in.Route != nil {
 		p.Source = SourceRoute
 		for _, r := range in.Route {
-			p.Hosts = append(p.Hosts, Host{Name: r.Host, Port: r.Port, Pref: r.Priority, TLS: ForMode(in.Mode, in.Domain, r.Host)})
+			req := ForMode(in.Mode, in.Domain, r.Host)
+			req.Source = SourceRoute
+			p.Hosts = append(p.Hosts, Host{Name: r.Host, Port: r.Port, Pref: r.Priority, TLS: req})
 			if in.Mode.Verifies() {
 				h := &p.Hosts[len(p.Hosts)-1]
 				h.TLS.Identity.Names = appendUnique(h.TLS.Identity.Names, r.Host)
@@ -100,13 +105,22 @@ func Build(in Input) Plan {
 						p.Notes = append(p.Notes, "MTA-STS policy for the domain ("+in.Domain+") in testing mode would have failed: MX "+mx.Host+" is not in the policy")
 					}
 				}
+				p.Source = SourceProfile
+				for _, mx := range in.MXs {
+					req := ForMode(in.Mode, in.Domain, mx.Host)
+					req.Source, req.STSTesting = SourceProfile, in.STS.Match(mx.Host)
+					p.Hosts = append(p.Hosts, Host{Name: mx.Host, Pref: mx.Pref, TLS: req})
+				}
+				return p
 			}
 		}
 	}
 	// 4. The profile's TLS mode.
 	p.Source = SourceProfile
 	for _, mx := range in.MXs {
-		p.Hosts = append(p.Hosts, Host{Name: mx.Host, Pref: mx.Pref, TLS: ForMode(in.Mode, in.Domain, mx.Host)})
+		req := ForMode(in.Mode, in.Domain, mx.Host)
+		req.Source = SourceProfile
+		p.Hosts = append(p.Hosts, Host{Name: mx.Host, Pref: mx.Pref, TLS: req})
 	}
 	return p
 }
@@ -116,7 +130,7 @@ func Build(in Input) Plan {
 // profile's mode cannot weaken it; the policy's identity (the MX name, which
 // the HTTPS-authenticated policy vouches for) replaces the profile's.
 func enforceReq(profile Mode, mxHost string) Requirement {
-	return Requirement{Mode: RequiredVerify, MinVersion: TLS12, Identity: Identity{Names: []string{mxHost}}, Why: "MTA-STS enforce"}
+	return Requirement{Mode: RequiredVerify, MinVersion: TLS12, Identity: Identity{Names: []string{mxHost}}, Why: "MTA-STS enforce", Source: SourceMTASTS}
 }
 
 func appendUnique(list []string, s string) []string {

@@ -25,9 +25,18 @@ func TestBuild(t *testing.T) {
 	enforceNone := &STS{Mode: "enforce", Match: match("mx.elsewhere.org")}
 	testing_ := &STS{Mode: "testing", Match: match("*.example.com")}
 	none := &STS{Mode: "none", Match: match()}
-	prof := func(m Mode, host string) Requirement { return ForMode(m, "example.com", host) }
+	prof := func(m Mode, host string) Requirement {
+		r := ForMode(m, "example.com", host)
+		r.Source = SourceProfile
+		return r
+	}
+	testReq := func(m Mode, host string, wouldPass bool) Requirement {
+		r := prof(m, host)
+		r.STSTesting = wouldPass
+		return r
+	}
 	sts := func(host string) Requirement {
-		return Requirement{Mode: RequiredVerify, MinVersion: TLS12, Identity: Identity{Names: []string{host}}, Why: "MTA-STS enforce"}
+		return Requirement{Mode: RequiredVerify, MinVersion: TLS12, Identity: Identity{Names: []string{host}}, Why: "MTA-STS enforce", Source: SourceMTASTS}
 	}
 	for _, tc := range []struct {
 		name      string
@@ -40,9 +49,9 @@ func TestBuild(t *testing.T) {
 		{"profile only, preferred", Input{Mode: Preferred, MXs: mxs}, SourceProfile,
 			[]Host{{Name: "mx1.example.com", Pref: 10, TLS: prof(Preferred, "mx1.example.com")}, {Name: "mx2.other.net", Pref: 20, TLS: prof(Preferred, "mx2.other.net")}}, "", ""},
 		{"profile required-verify names the recipient domain", Input{Mode: RequiredVerify, MXs: mxs[:1]}, SourceProfile,
-			[]Host{{Name: "mx1.example.com", Pref: 10, TLS: Requirement{Mode: RequiredVerify, Identity: Identity{Names: []string{"example.com"}}, Why: "TLS Required (Verify)"}}}, "", ""},
+			[]Host{{Name: "mx1.example.com", Pref: 10, TLS: Requirement{Mode: RequiredVerify, Identity: Identity{Names: []string{"example.com"}}, Why: "TLS Required (Verify)", Source: SourceProfile}}}, "", ""},
 		{"profile hosted also accepts the MX name", Input{Mode: RequiredVerifyHosted, MXs: mxs[:1]}, SourceProfile,
-			[]Host{{Name: "mx1.example.com", Pref: 10, TLS: Requirement{Mode: RequiredVerifyHosted, Identity: Identity{Names: []string{"example.com", "mx1.example.com"}}, Why: "TLS Required - Verify Hosted Domains"}}}, "", ""},
+			[]Host{{Name: "mx1.example.com", Pref: 10, TLS: Requirement{Mode: RequiredVerifyHosted, Identity: Identity{Names: []string{"example.com", "mx1.example.com"}}, Why: "TLS Required - Verify Hosted Domains", Source: SourceProfile}}}, "", ""},
 		{"mta-sts off ignores a policy", Input{Mode: Preferred, MXs: mxs, MTASTS: false, STSState: STSPolicy, STS: enforce}, SourceProfile,
 			[]Host{{Name: "mx1.example.com", Pref: 10, TLS: prof(Preferred, "mx1.example.com")}, {Name: "mx2.other.net", Pref: 20, TLS: prof(Preferred, "mx2.other.net")}}, "", ""},
 		{"mta-sts on, no policy: profile", Input{Mode: Preferred, MXs: mxs[:1], MTASTS: true, STSState: STSNoPolicy}, SourceProfile,
@@ -56,11 +65,11 @@ func TestBuild(t *testing.T) {
 		{"enforce with no matching MX defers 4.4.8", Input{Mode: Preferred, MXs: mxs, MTASTS: true, STSState: STSPolicy, STS: enforceNone}, SourceMTASTS,
 			nil, "4.4.8", "is not in the policy"},
 		{"testing delivers under the profile and notes mismatches", Input{Mode: Preferred, MXs: mxs, MTASTS: true, STSState: STSPolicy, STS: testing_}, SourceProfile,
-			[]Host{{Name: "mx1.example.com", Pref: 10, TLS: prof(Preferred, "mx1.example.com")}, {Name: "mx2.other.net", Pref: 20, TLS: prof(Preferred, "mx2.other.net")}}, "", "testing mode would have failed: MX mx2.other.net"},
+			[]Host{{Name: "mx1.example.com", Pref: 10, TLS: testReq(Preferred, "mx1.example.com", true)}, {Name: "mx2.other.net", Pref: 20, TLS: testReq(Preferred, "mx2.other.net", false)}}, "", "testing mode would have failed: MX mx2.other.net"},
 		{"mode none: profile", Input{Mode: Preferred, MXs: mxs[:1], MTASTS: true, STSState: STSPolicy, STS: none}, SourceProfile,
 			[]Host{{Name: "mx1.example.com", Pref: 10, TLS: prof(Preferred, "mx1.example.com")}}, "", ""},
 		{"route switches MTA-STS off and is logged", Input{Mode: RequiredVerify, MXs: mxs, Route: []RouteHost{{Host: "relay.partner.example", Port: 2525}}, MTASTS: true, STSState: STSPolicy, STS: enforce}, SourceRoute,
-			[]Host{{Name: "relay.partner.example", Port: 2525, TLS: Requirement{Mode: RequiredVerify, Identity: Identity{Names: []string{"example.com", "relay.partner.example"}}, Why: "TLS Required (Verify)"}}}, "", "MTA-STS is not enforced for domains that have SMTP Routes configured"},
+			[]Host{{Name: "relay.partner.example", Port: 2525, TLS: Requirement{Mode: RequiredVerify, Identity: Identity{Names: []string{"example.com", "relay.partner.example"}}, Why: "TLS Required (Verify)", Source: SourceRoute}}}, "", "MTA-STS is not enforced for domains that have SMTP Routes configured"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.in.Domain = "example.com"

@@ -37,6 +37,11 @@ type Requirement struct {
 	Identity Identity
 	// Why is a short label for logs: "TLS Required (Verify)", "MTA-STS enforce".
 	Why string
+	// Source is what set this requirement (route, mta-sts, profile).
+	Source Source
+	// STSTesting asks the delivery side to report, without enforcing,
+	// whether the connection would have met an MTA-STS testing policy.
+	STSTesting bool
 }
 
 // Host is one candidate destination host.
