@@ -105,7 +105,7 @@ func New(cfg *config.Config) (*App, error) {
 		return nil, fmt.Errorf("MTA-STS policy cache: %w", err)
 	}
 	a.sts, err = mtasts.New(context.Background(), mtasts.Options{Resolver: DNSAdapter{a.dns}, Store: a.stsStore, Roots: roots,
-		FetchTimeout: cfg.MTASTS.FetchTimeout.D(), Proxy: proxy, DisableRefresh: !*cfg.MTASTS.Refresh, Log: a.log})
+		FetchTimeout: cfg.MTASTS.FetchTimeout.D(), Proxy: proxy, DialContext: ResolverDial(a.dns, proxy), DisableRefresh: !*cfg.MTASTS.Refresh, Log: a.log})
 	if err != nil {
 		return nil, fmt.Errorf("MTA-STS: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -63,6 +64,42 @@ func ProxyURL(c *config.Config) (*url.URL, error) {
 		return nil, fmt.Errorf("mta_sts.proxy: %w", err)
 	}
 	return u, nil
+}
+
+// ResolverDial dials through the gateway's own resolvers: a host name is
+// looked up with r (A and AAAA) and each address is tried in turn, so that
+// the MTA-STS policy host (mta-sts.<domain>) and the checker's MX probes are
+// resolved the way delivery resolves MX hosts, never through the system
+// resolver. IP literals, and the configured proxy's host (local
+// infrastructure, named as the administrator's system knows it), are dialed
+// directly.
+func ResolverDial(r *resolver.Resolver, proxy *url.URL) mtasts.DialFunc {
+	var d net.Dialer
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := netip.ParseAddr(host); err == nil || (proxy != nil && strings.EqualFold(host, proxy.Hostname())) {
+			return d.DialContext(ctx, network, addr)
+		}
+		addrs, ans, err := r.Addrs(ctx, host)
+		if err != nil {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+		}
+		if len(addrs) == 0 {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("lookup %s: %s", host, ans.Status)}
+		}
+		var last error
+		for _, a := range addrs {
+			c, err := d.DialContext(ctx, network, net.JoinHostPort(a.String(), port))
+			if err == nil {
+				return c, nil
+			}
+			last = err
+		}
+		return nil, last
+	}
 }
 
 // stsLookup adapts the MTA-STS manager to planner.STSLookup.
