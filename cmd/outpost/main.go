@@ -259,7 +259,7 @@ func queueCmd(cfgPath string, args []string, stdout, stderr io.Writer) int {
 		if err := c.Do(ctx, "POST", fmt.Sprintf("/v1/queue/%d/%s", mid, args[0]), nil); err != nil {
 			return fail(err)
 		}
-		fmt.Fprintf(stdout, "MID %d %sd\n", mid, strings.TrimSuffix(args[0], "e"))
+		fmt.Fprintf(stdout, "MID %d %s\n", mid, map[string]string{"delete": "deleted", "bounce": "bounced"}[args[0]])
 	default:
 		fmt.Fprintln(stderr, "usage: outpost queue list|show MID|flush|delete MID|bounce MID")
 		return 2

@@ -405,3 +405,22 @@ func readLines(r io.Reader) []string {
 }
 
 var _ = errors.New
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (z *zone) setServfail(name string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.servfail[dns.Fqdn(name)] = true
+}
+
+func (z *zone) setNullMX(name string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.nullMX[dns.Fqdn(name)] = true
+}

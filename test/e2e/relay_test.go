@@ -193,8 +193,8 @@ func TestNXDomainBouncesWithDSN(t *testing.T) {
 func TestNullMXBouncesAndServfailDefers(t *testing.T) {
 	w := newWorld(t, "127.0.0.6")
 	w.addDomain(t, "sender.test", "mx.sender.test", "127.0.0.6", nil)
-	w.z.nullMX["nomail.test."] = true
-	w.z.servfail["broken.test."] = true
+	w.z.setNullMX("nomail.test")
+	w.z.setServfail("broken.test")
 	w.d = startOutpost(t, t.TempDir(), baseConfig(w, ""))
 	swaks(t, w.d.smtp, "--from", "a@sender.test", "--to", "x@nomail.test")
 	swaks(t, w.d.smtp, "--from", "a@sender.test", "--to", "x@broken.test")
