@@ -6,6 +6,10 @@
 //	outpost config check [FILE]           validate a configuration
 //	outpost queue list|show MID|flush|delete MID|bounce MID
 //	outpost tail                          follow the mail log
+//	outpost mta-sts check DOMAIN [--json] check a domain's MTA-STS deployment
+//	outpost mta-sts cache list|show|refresh|flush DOMAIN
+//	outpost dig NAME [TYPE]               DNS through the configured resolvers
+//	outpost tlsverify DOMAIN              STARTTLS to each MX under the profile
 //	outpost version
 package main
 
@@ -42,8 +46,14 @@ commands:
   queue delete MID                 remove a message without a bounce
   queue bounce MID                 bounce a message's pending recipients to its sender
   tail                             follow the mail log of the running daemon
+  mta-sts check DOMAIN [--json]    check DOMAIN's MTA-STS deployment (TXT, policy, MX
+                                   STARTTLS probes); exit 0 only if enforcing would deliver
   mta-sts cache list|show|refresh|flush DOMAIN
                                    the running daemon's MTA-STS policy cache
+  dig NAME [A|AAAA|MX|TXT|TLSA]    look NAME up through the configured resolvers; shows the
+                                   status and whether the answer was DNSSEC-validated (AD)
+  tlsverify DOMAIN                 STARTTLS to each MX of DOMAIN under its destination
+                                   profile: protocol, cipher, certificate, verdict
   version                          print the version
 `
 
@@ -137,6 +147,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "mta-sts":
 		return mtastsCmd(cfgPath, rest, stdout, stderr)
+	case "dig":
+		return digCmd(cfgPath, rest, stdout, stderr)
+	case "tlsverify":
+		return tlsverifyCmd(cfgPath, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "outpost", version)
 		return 0

@@ -24,6 +24,8 @@ func mtastsCmd(cfgPath string, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "cache":
 		return mtastsCache(cfgPath, args[1:], stdout, stderr)
+	case "check":
+		return mtastsCheck(cfgPath, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, mtastsUsage)
 	return 2
