@@ -338,6 +338,11 @@ func main() {
 		os.WriteFile(cfg.jsonOut, b, 0o644)
 	}
 	summarize(cfg, results, outpostErr)
+	if outpostErr != "" && !failed {
+		runCleanups()
+		fmt.Fprintf(os.Stderr, "bench: Outpost could not be measured: %s\n", firstLine(outpostErr))
+		os.Exit(2)
+	}
 	if failed {
 		runCleanups()
 		fmt.Fprintf(os.Stderr, "bench: some runs failed; working directory kept: %s\n", work)
@@ -666,7 +671,7 @@ func median(xs []float64) float64 {
 type summary struct {
 	ok                                    int
 	rate, secs, cpu, cpuK, rss, pss, conn float64
-	tls                                   float64
+	tls, inj                              float64
 }
 
 func summarize(cfg *config, results []result, outpostErr string) {
@@ -695,6 +700,7 @@ func summarize(cfg *config, results []result, outpostErr string) {
 			pss:  col(func(r result) float64 { return r.PSSPeakMiB }),
 			conn: col(func(r result) float64 { return float64(r.SinkConns) }),
 			tls:  col(func(r result) float64 { return float64(r.SinkTLS) }),
+			inj:  col(func(r result) float64 { return r.InjectSeconds }),
 		}
 	}
 	fmt.Printf("\n=== medians: %d msgs × %d bytes, %d sessions, %d run(s) per side ===\n", cfg.n, cfg.size, cfg.sessions, cfg.runs)
@@ -715,6 +721,11 @@ func summarize(cfg *config, results []result, outpostErr string) {
 		}
 		fmt.Printf("%-8s %2d/%-2d %10.1f %9.2f %9.2f %14.3f %13.1f %13.1f %11.0f %11.0f\n",
 			side, s.ok, cfg.runs, s.rate, s.secs, s.cpu, s.cpuK, s.rss, s.pss, s.conn, s.tls)
+	}
+	for _, side := range []string{"outpost", "postfix"} {
+		if s, ok := sum[side]; ok && s.inj > 0 && s.secs < s.inj*1.05 {
+			fmt.Printf("note: %s finished within 5%% of the injection's end (%.2fs of %.2fs): its rate is bounded by the injector; try -client-reuse or more -sessions\n", side, s.secs, s.inj)
+		}
 	}
 	o, ok1 := sum["outpost"]
 	p, ok2 := sum["postfix"]
