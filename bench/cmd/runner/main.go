@@ -113,6 +113,7 @@ type result struct {
 }
 
 var (
+	workDir   string // for the interrupt message
 	cleanupMu sync.Mutex
 	cleanups  []func()
 )
@@ -180,6 +181,9 @@ func main() {
 		s := <-sig
 		fmt.Fprintf(os.Stderr, "\nbench: %v: stopping everything\n", s)
 		runCleanups()
+		if workDir != "" {
+			fmt.Fprintf(os.Stderr, "bench: working directory kept: %s\n", workDir)
+		}
 		os.Exit(130)
 	}()
 	defer runCleanups()
@@ -218,6 +222,7 @@ func main() {
 	// Postfix daemons (user postfix) need to traverse to data_directory.
 	os.Chmod(work, 0o755)
 	e.work = work
+	workDir = work
 	os.WriteFile(filepath.Join(work, "runner.pid"), []byte(fmt.Sprintln(os.Getpid())), 0o644)
 	e.bin = filepath.Join(work, "bin")
 	os.MkdirAll(e.bin, 0o755)
