@@ -75,6 +75,14 @@ func (p *Planner) Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *re
 			plan = tlspolicy.Build(in)
 		}
 	}
+	if plan.Deferred() {
+		// The queue manager logs the notes of a plan it carries out; a
+		// deferred plan is never carried out, and its notes say why (e.g.
+		// which MX hosts an MTA-STS policy rejected).
+		for _, n := range plan.Notes {
+			p.Log.Infof("%s", n)
+		}
+	}
 	return &plan, nil
 }
 

@@ -90,7 +90,7 @@ func Build(in Input) Plan {
 				p.Source = SourceMTASTS
 				for _, mx := range in.MXs {
 					if !in.STS.Match(mx.Host) {
-						p.Notes = append(p.Notes, "MTA-STS policy for the domain ("+in.Domain+") failed: MX "+mx.Host+" is not in the policy")
+						p.Notes = append(p.Notes, "MTA-STS policy for the domain ("+in.Domain+") Failed: MX "+mx.Host+" is not in the policy")
 						continue
 					}
 					p.Hosts = append(p.Hosts, Host{Name: mx.Host, Pref: mx.Pref, TLS: enforceReq(in.Mode, mx.Host)})
