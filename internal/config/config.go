@@ -35,11 +35,17 @@ type Config struct {
 	TLS          TLS                     `yaml:"tls"`
 	Delivery     Delivery                `yaml:"delivery"`
 	Destinations map[string]*Destination `yaml:"destinations"`
+	SMTPRoutes   map[string]*Route       `yaml:"smtp_routes"`
 	Bounce       Bounce                  `yaml:"bounce"`
-	MTASTS       MTASTS                  `yaml:"mta_sts"`
-	Logs         Logs                    `yaml:"logs"`
-	Metrics      Metrics                 `yaml:"metrics"`
-	Control      Control                 `yaml:"control"`
+	// BounceProfiles are named bounce profiles; unset fields inherit from
+	// Bounce, which is the "Default" profile.
+	BounceProfiles     map[string]*Bounce         `yaml:"bounce_profiles"`
+	VirtualGateways    map[string]*VirtualGateway `yaml:"virtual_gateways"`
+	BounceVerification BounceVerification         `yaml:"bounce_verification"`
+	MTASTS             MTASTS                     `yaml:"mta_sts"`
+	Logs               Logs                       `yaml:"logs"`
+	Metrics            Metrics                    `yaml:"metrics"`
+	Control            Control                    `yaml:"control"`
 
 	// Source is the file the configuration came from ("" for defaults).
 	Source string `yaml:"-"`
@@ -57,6 +63,11 @@ type Listener struct {
 	MaxRecipients  int      `yaml:"max_recipients"`
 	IdleTimeout    Duration `yaml:"idle_timeout"`
 	SessionTimeout Duration `yaml:"session_timeout"`
+	// VirtualGateway names the outbound source used for mail received here.
+	VirtualGateway string `yaml:"virtual_gateway"`
+	// RejectInvalidBounces refuses bounces (MAIL FROM:<>) to our domains
+	// whose recipient lacks a valid bounce-verification tag.
+	RejectInvalidBounces bool `yaml:"reject_invalid_bounces"`
 
 	// Networks is RelayFrom parsed.
 	Networks []netip.Prefix `yaml:"-"`
@@ -80,6 +91,18 @@ type TLS struct {
 	SystemRoots *bool  `yaml:"system_roots"`
 	// ClientCert is presented on outbound TLS connections (destconfig SETUP).
 	ClientCert *Cert `yaml:"client_cert"`
+	// Alert notifies an administrator when delivery to a destination that
+	// requires TLS fails (destconfig SETUP).
+	Alert TLSAlert `yaml:"alert"`
+}
+
+// TLSAlert is the "send an alert when a required TLS connection fails" setting.
+type TLSAlert struct {
+	Enabled bool `yaml:"enabled"`
+	// To receives the notification mail; empty: only the Warning log line.
+	To string `yaml:"to"`
+	// Interval is the least time between two alerts for one domain (default 1h).
+	Interval Duration `yaml:"interval"`
 }
 
 // UseSystemRoots reports whether the system trust store is used (default yes).
@@ -98,10 +121,69 @@ type Delivery struct {
 // Destination is a Destination Control profile; nil fields inherit from
 // the default profile.
 type Destination struct {
-	TLS                      *TLSMode `yaml:"tls"`
-	MTASTS                   *bool    `yaml:"mta_sts"`
-	MaxConcurrency           *int     `yaml:"max_concurrency"`
-	MaxMessagesPerConnection *int     `yaml:"max_messages_per_connection"`
+	IPPreference             *string         `yaml:"ip_preference"`
+	MaxConcurrency           *int            `yaml:"max_concurrency"`
+	MaxMessagesPerConnection *int            `yaml:"max_messages_per_connection"`
+	RecipientLimit           *RecipientLimit `yaml:"recipient_limit"`
+	LimitsScope              *string         `yaml:"limits_scope"`
+	LimitsApply              *string         `yaml:"limits_apply"`
+	TLS                      *TLSMode        `yaml:"tls"`
+	DANE                     *string         `yaml:"dane"`
+	MTASTS                   *bool           `yaml:"mta_sts"`
+	BounceVerification       *bool           `yaml:"bounce_verification"`
+	BounceProfile            *string         `yaml:"bounce_profile"`
+}
+
+// RecipientLimit holds recipients back once Count were sent to a
+// destination within Minutes; Count 0 means no limit.
+type RecipientLimit struct {
+	Count   int `yaml:"count"`
+	Minutes int `yaml:"minutes"`
+}
+
+// Route is an SMTP route: mail for a domain goes to the listed hosts
+// instead of the domain's MX hosts, or through an MX lookup (usedns), or
+// nowhere (discard, the appliance's /dev/null).
+type Route struct {
+	Hosts   []RouteHost `yaml:"hosts"`
+	UseDNS  bool        `yaml:"usedns"`
+	Discard bool        `yaml:"discard"`
+	// MTASTS applies the MTA-STS policy of the route host's own domain
+	// (RFC 8461 §3.4, the smart-host rule); the recipient domain's policy
+	// never applies to a routed domain.
+	MTASTS bool `yaml:"mta_sts"`
+}
+
+// RouteHost is one route destination; priority 0 is highest.
+type RouteHost struct {
+	Host     string `yaml:"host"`
+	Port     int    `yaml:"port"`
+	Priority int    `yaml:"priority"`
+}
+
+// VirtualGateway is a named outbound source address.
+type VirtualGateway struct {
+	// Source is the local IP address deliveries are made from.
+	Source string `yaml:"source"`
+	// SenderDomains select this gateway for mail from these domains
+	// (a listener's virtual_gateway takes precedence).
+	SenderDomains []string `yaml:"sender_domains"`
+}
+
+// BounceVerification configures prvs address tagging (BATV).
+type BounceVerification struct {
+	// Keys sign tags; the last is used to tag, earlier ones still verify
+	// for seven days after the key that replaced them was added.
+	Keys []BVKey `yaml:"keys"`
+	// Domains are ours: bounces to them are checked on listeners with
+	// reject_invalid_bounces.
+	Domains []string `yaml:"domains"`
+}
+
+// BVKey is one tagging key.
+type BVKey struct {
+	Key   string `yaml:"key"`
+	Added string `yaml:"added"` // YYYY-MM-DD
 }
 
 // Bounce is the retry schedule and bounce settings (the default bounce profile).
@@ -111,7 +193,17 @@ type Bounce struct {
 	InitialRetry     Duration `yaml:"initial_retry"`
 	MaxRetryInterval Duration `yaml:"max_retry_interval"`
 	SendBounces      *bool    `yaml:"send_bounces"`
-	MaxBounceCopy    Size     `yaml:"max_bounce_copy"`
+	// BounceAddress receives DSNs instead of the envelope sender.
+	BounceAddress string         `yaml:"bounce_address"`
+	MaxBounceCopy Size           `yaml:"max_bounce_copy"`
+	DelayWarnings *DelayWarnings `yaml:"delay_warnings"`
+}
+
+// DelayWarnings configures "delayed" DSNs (RFC 3464 Action: delayed).
+type DelayWarnings struct {
+	Enabled  bool     `yaml:"enabled"`
+	Interval Duration `yaml:"interval"` // least time between warnings (default 4h)
+	Count    int      `yaml:"count"`    // warnings per message at most (default 1)
 }
 
 // MTASTS holds the global MTA-STS settings.
@@ -144,11 +236,26 @@ type Control struct {
 // Profile is a destination's effective settings after inheritance.
 type Profile struct {
 	Name                     string // the entry that matched ("default", "example.com", ".example.com")
-	TLS                      tlspolicy.Mode
-	MTASTS                   bool
+	IPPreference             string // "" (as resolved), prefer-ipv4, prefer-ipv6, require-ipv4, require-ipv6
 	MaxConcurrency           int
 	MaxMessagesPerConnection int
+	RecipientLimit           RecipientLimit
+	LimitsScope              string // domain | mx-ip
+	LimitsApply              string // system | virtual-gateway
+	TLS                      tlspolicy.Mode
+	DANE                     string // none | opportunistic | mandatory
+	MTASTS                   bool
+	BounceVerification       bool
+	BounceProfile            string
 }
+
+// Allowed values of the enumerated profile fields.
+var (
+	IPPreferences = []string{"prefer-ipv4", "prefer-ipv6", "require-ipv4", "require-ipv6"}
+	DANEModes     = []string{"none", "opportunistic", "mandatory"}
+	LimitScopes   = []string{"domain", "mx-ip"}
+	LimitApplies  = []string{"system", "virtual-gateway"}
+)
 
 // Defaults used when a key is absent.
 const (
@@ -310,22 +417,17 @@ func (c *Config) finish() error {
 		def = &Destination{}
 		c.Destinations["default"] = def
 	}
-	if def.TLS == nil {
-		m := TLSMode(tlspolicy.Preferred)
-		def.TLS = &m
-	}
-	if def.MTASTS == nil {
-		f := false
-		def.MTASTS = &f
-	}
-	if def.MaxConcurrency == nil {
-		n := DefaultConcurrency
-		def.MaxConcurrency = &n
-	}
-	if def.MaxMessagesPerConnection == nil {
-		n := DefaultMsgsPerConn
-		def.MaxMessagesPerConnection = &n
-	}
+	setDefault(&def.TLS, TLSMode(tlspolicy.Preferred))
+	setDefault(&def.MTASTS, false)
+	setDefault(&def.MaxConcurrency, DefaultConcurrency)
+	setDefault(&def.MaxMessagesPerConnection, DefaultMsgsPerConn)
+	setDefault(&def.IPPreference, "prefer-ipv4")
+	setDefault(&def.RecipientLimit, RecipientLimit{})
+	setDefault(&def.LimitsScope, "domain")
+	setDefault(&def.LimitsApply, "system")
+	setDefault(&def.DANE, "none")
+	setDefault(&def.BounceVerification, false)
+	setDefault(&def.BounceProfile, "Default")
 	for _, name := range c.DestinationNames() {
 		d := c.Destinations[name]
 		if d == nil {
@@ -343,13 +445,63 @@ func (c *Config) finish() error {
 		if d.MaxMessagesPerConnection != nil && (*d.MaxMessagesPerConnection < 1 || *d.MaxMessagesPerConnection > 1000) {
 			bad("destinations.%s.max_messages_per_connection %d: want 1-1000", name, *d.MaxMessagesPerConnection)
 		}
+		if r := d.RecipientLimit; r != nil {
+			if r.Count < 0 || r.Count > 1000000000 {
+				bad("destinations.%s.recipient_limit.count %d: want 0-1000000000", name, r.Count)
+			}
+			if r.Count > 0 && (r.Minutes < 1 || r.Minutes > 60) {
+				bad("destinations.%s.recipient_limit.minutes %d: want 1-60", name, r.Minutes)
+			}
+		}
+		checkEnum(bad, "destinations."+name+".ip_preference", d.IPPreference, IPPreferences)
+		checkEnum(bad, "destinations."+name+".limits_scope", d.LimitsScope, LimitScopes)
+		checkEnum(bad, "destinations."+name+".limits_apply", d.LimitsApply, LimitApplies)
+		checkEnum(bad, "destinations."+name+".dane", d.DANE, DANEModes)
+		if d.BounceProfile != nil && *d.BounceProfile != "Default" && c.BounceProfiles[*d.BounceProfile] == nil {
+			bad("destinations.%s.bounce_profile %q: no such bounce profile (define it under bounce_profiles)", name, *d.BounceProfile)
+		}
 		p := c.profileFor(name)
 		if p.MTASTS && p.TLS == tlspolicy.None {
 			bad("destinations.%s: mta_sts: true needs TLS, but tls is none", name)
 		}
+		if p.DANE != "none" && p.TLS == tlspolicy.None {
+			bad("destinations.%s: dane: %s needs TLS, but tls is none", name, p.DANE)
+		}
 	}
 	if *def.MTASTS {
 		c.Warnings = append(c.Warnings, "destinations.default.mta_sts is true: every destination domain costs MTA-STS lookups")
+	}
+	c.finishRoutes(bad)
+	for name, g := range c.VirtualGateways {
+		if g == nil {
+			bad("virtual_gateways.%s: empty entry", name)
+			continue
+		}
+		if _, err := netip.ParseAddr(g.Source); err != nil {
+			bad("virtual_gateways.%s.source %q: want an IP address", name, g.Source)
+		}
+	}
+	for i, l := range c.Listeners {
+		if l.VirtualGateway != "" && c.VirtualGateways[l.VirtualGateway] == nil {
+			bad("listeners[%d].virtual_gateway %q: no such virtual gateway", i, l.VirtualGateway)
+		}
+		if l.RejectInvalidBounces && len(c.BounceVerification.Keys) == 0 {
+			bad("listeners[%d].reject_invalid_bounces needs bounce_verification.keys", i)
+		}
+	}
+	for i, k := range c.BounceVerification.Keys {
+		if len(k.Key) < 16 {
+			bad("bounce_verification.keys[%d].key: at least 16 characters", i)
+		}
+		if _, err := time.Parse("2006-01-02", k.Added); err != nil {
+			bad("bounce_verification.keys[%d].added %q: want YYYY-MM-DD", i, k.Added)
+		}
+	}
+	if c.TLS.Alert.Interval == 0 {
+		c.TLS.Alert.Interval = Duration(time.Hour)
+	}
+	if c.TLS.Alert.To != "" && !strings.Contains(c.TLS.Alert.To, "@") {
+		bad("tls.alert.to %q: want an email address", c.TLS.Alert.To)
 	}
 	// Bounce profile (default).
 	b := &c.Bounce
@@ -374,6 +526,31 @@ func (c *Config) finish() error {
 	}
 	if b.MaxBounceCopy == 0 {
 		b.MaxBounceCopy = 10 << 10
+	}
+	if b.DelayWarnings == nil {
+		b.DelayWarnings = &DelayWarnings{}
+	}
+	if b.DelayWarnings.Interval == 0 {
+		b.DelayWarnings.Interval = Duration(4 * time.Hour)
+	}
+	if b.DelayWarnings.Count == 0 {
+		b.DelayWarnings.Count = 1
+	}
+	for name, bp := range c.BounceProfiles {
+		if name == "Default" {
+			bad("bounce_profiles.Default: the default profile is the top-level bounce: key")
+			continue
+		}
+		if !validProfileName(name) {
+			bad("bounce_profiles.%s: the bounce profile name must start with a letter or underscore", name)
+		}
+		if bp == nil {
+			bad("bounce_profiles.%s: empty entry (write {} to inherit everything)", name)
+			continue
+		}
+		if bp.MaxRetryInterval != 0 && bp.InitialRetry != 0 && bp.MaxRetryInterval < bp.InitialRetry {
+			bad("bounce_profiles.%s.max_retry_interval is below its initial_retry", name)
+		}
 	}
 	// MTA-STS.
 	if c.MTASTS.FetchTimeout == 0 {
@@ -402,6 +579,166 @@ func (c *Config) finish() error {
 		c.Control.Socket = "control.sock" // relative to data_dir
 	}
 	return errors.Join(errs...)
+}
+
+func setDefault[T any](p **T, v T) {
+	if *p == nil {
+		*p = &v
+	}
+}
+
+func checkEnum(bad func(string, ...any), key string, v *string, allowed []string) {
+	if v == nil {
+		return
+	}
+	for _, a := range allowed {
+		if *v == a {
+			return
+		}
+	}
+	bad("%s %q: want one of %s", key, *v, strings.Join(allowed, ", "))
+}
+
+func validProfileName(n string) bool {
+	if n == "" {
+		return false
+	}
+	c := n[0]
+	return c == '_' || (c|0x20 >= 'a' && c|0x20 <= 'z')
+}
+
+// MaxRoutes is the appliance's limit on SMTP routes (ALL included).
+const MaxRoutes = 40000
+
+func (c *Config) finishRoutes(bad func(string, ...any)) {
+	if len(c.SMTPRoutes) > MaxRoutes {
+		bad("smtp_routes: %d routes; there is a maximum of %d routes", len(c.SMTPRoutes), MaxRoutes)
+	}
+	for name, r := range c.SMTPRoutes {
+		key := "smtp_routes." + name
+		if name != "ALL" {
+			if err := checkDestName(name); err != nil {
+				bad("%s: %v", key, err)
+			}
+		}
+		if r == nil {
+			bad("%s: empty route (give hosts, usedns: true or discard: true)", key)
+			continue
+		}
+		kinds := 0
+		if len(r.Hosts) > 0 {
+			kinds++
+		}
+		if r.UseDNS {
+			kinds++
+		}
+		if r.Discard {
+			kinds++
+		}
+		if kinds != 1 {
+			bad("%s: give exactly one of hosts, usedns: true, discard: true", key)
+		}
+		if r.MTASTS && len(r.Hosts) == 0 {
+			bad("%s.mta_sts: only for routes with hosts", key)
+		}
+		if len(r.Hosts) > 1000 {
+			bad("%s: routes may not contain more than 1000 destinations", key)
+		}
+		seen := map[string]bool{}
+		for i, h := range r.Hosts {
+			hk := fmt.Sprintf("%s.hosts[%d]", key, i)
+			if h.Host == "" || strings.ContainsAny(h.Host, " /@") {
+				bad("%s.host %q: want a host name or IP address", hk, h.Host)
+			}
+			if h.Port < 0 || h.Port > 65535 {
+				bad("%s.port %d: want 1-65535", hk, h.Port)
+			}
+			if h.Priority < 0 || h.Priority > 65535 {
+				bad("%s.priority %d: want 0-65535 (0 is highest)", hk, h.Priority)
+			}
+			id := strings.ToLower(h.Host) + ":" + fmt.Sprint(h.Port)
+			if seen[id] {
+				bad("%s: the host %s is listed twice", hk, h.Host)
+			}
+			seen[id] = true
+		}
+	}
+}
+
+// RouteFor returns the SMTP route for a recipient domain: the exact entry,
+// else the longest ".suffix" entry, else ALL; nil when none applies.
+func (c *Config) RouteFor(domain string) (name string, r *Route) {
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	if r := c.SMTPRoutes[domain]; r != nil {
+		return domain, r
+	}
+	for d := domain; ; {
+		i := strings.IndexByte(d, '.')
+		if i < 0 {
+			break
+		}
+		if r := c.SMTPRoutes[d[i:]]; r != nil {
+			return d[i:], r
+		}
+		d = d[i+1:]
+	}
+	if r := c.SMTPRoutes["ALL"]; r != nil {
+		return "ALL", r
+	}
+	return "", nil
+}
+
+// BounceProfile returns the named bounce profile with unset fields taken
+// from the Default profile; unknown names give the Default profile.
+func (c *Config) BounceProfile(name string) Bounce {
+	def := c.Bounce
+	bp := c.BounceProfiles[name]
+	if name == "Default" || bp == nil {
+		return def
+	}
+	out := *bp
+	if out.MaxRetries == 0 {
+		out.MaxRetries = def.MaxRetries
+	}
+	if out.MaxQueueLifetime == 0 {
+		out.MaxQueueLifetime = def.MaxQueueLifetime
+	}
+	if out.InitialRetry == 0 {
+		out.InitialRetry = def.InitialRetry
+	}
+	if out.MaxRetryInterval == 0 {
+		out.MaxRetryInterval = def.MaxRetryInterval
+	}
+	if out.SendBounces == nil {
+		out.SendBounces = def.SendBounces
+	}
+	if out.BounceAddress == "" {
+		out.BounceAddress = def.BounceAddress
+	}
+	if out.MaxBounceCopy == 0 {
+		out.MaxBounceCopy = def.MaxBounceCopy
+	}
+	if out.DelayWarnings == nil {
+		out.DelayWarnings = def.DelayWarnings
+	}
+	return out
+}
+
+// Gateway returns the virtual gateway for mail received on listener li
+// from sender (listener first, then sender domain); "" for none.
+func (c *Config) Gateway(li int, sender string) string {
+	if li >= 0 && li < len(c.Listeners) && c.Listeners[li].VirtualGateway != "" {
+		return c.Listeners[li].VirtualGateway
+	}
+	dom := strings.ToLower(sender[strings.LastIndexByte(sender, '@')+1:])
+	for name, g := range c.VirtualGateways {
+		for _, d := range g.SenderDomains {
+			if strings.EqualFold(d, dom) {
+				return name
+			}
+		}
+	}
+	return ""
 }
 
 func checkDestName(name string) error {
@@ -478,23 +815,36 @@ func (c *Config) Profile(domain string) Profile {
 func (c *Config) profileFor(name string) Profile {
 	def := c.Destinations["default"]
 	d := c.Destinations[name]
-	p := Profile{Name: name, TLS: tlspolicy.Mode(*def.TLS), MTASTS: *def.MTASTS, MaxConcurrency: *def.MaxConcurrency, MaxMessagesPerConnection: *def.MaxMessagesPerConnection}
 	if d == nil {
-		return p
+		d = &Destination{}
 	}
-	if d.TLS != nil {
-		p.TLS = tlspolicy.Mode(*d.TLS)
+	return Profile{
+		Name:                     name,
+		IPPreference:             pick(d.IPPreference, def.IPPreference),
+		MaxConcurrency:           pick(d.MaxConcurrency, def.MaxConcurrency),
+		MaxMessagesPerConnection: pick(d.MaxMessagesPerConnection, def.MaxMessagesPerConnection),
+		RecipientLimit:           pick(d.RecipientLimit, def.RecipientLimit),
+		LimitsScope:              pick(d.LimitsScope, def.LimitsScope),
+		LimitsApply:              pick(d.LimitsApply, def.LimitsApply),
+		TLS:                      tlspolicy.Mode(pick(d.TLS, def.TLS)),
+		DANE:                     pick(d.DANE, def.DANE),
+		MTASTS:                   pick(d.MTASTS, def.MTASTS),
+		BounceVerification:       pick(d.BounceVerification, def.BounceVerification),
+		BounceProfile:            pick(d.BounceProfile, def.BounceProfile),
 	}
-	if d.MTASTS != nil {
-		p.MTASTS = *d.MTASTS
+}
+
+// pick returns *v, or *def when v is unset (def is always set on the
+// default entry after finish).
+func pick[T any](v, def *T) T {
+	if v != nil {
+		return *v
 	}
-	if d.MaxConcurrency != nil {
-		p.MaxConcurrency = *d.MaxConcurrency
+	if def != nil {
+		return *def
 	}
-	if d.MaxMessagesPerConnection != nil {
-		p.MaxMessagesPerConnection = *d.MaxMessagesPerConnection
-	}
-	return p
+	var zero T
+	return zero
 }
 
 // TLSMode is a Destination Control TLS mode as written in YAML.
