@@ -28,24 +28,24 @@ import (
 
 // Config is the whole configuration.
 type Config struct {
-	Hostname     string                  `yaml:"hostname"`
-	DataDir      string                  `yaml:"data_dir"`
-	Listeners    []Listener              `yaml:"listeners"`
-	DNS          DNS                     `yaml:"dns"`
-	TLS          TLS                     `yaml:"tls"`
-	Delivery     Delivery                `yaml:"delivery"`
-	Destinations map[string]*Destination `yaml:"destinations"`
-	SMTPRoutes   map[string]*Route       `yaml:"smtp_routes"`
-	Bounce       Bounce                  `yaml:"bounce"`
+	Hostname     string                  `yaml:"hostname,omitempty"`
+	DataDir      string                  `yaml:"data_dir,omitempty"`
+	Listeners    []Listener              `yaml:"listeners,omitempty"`
+	DNS          DNS                     `yaml:"dns,omitempty"`
+	TLS          TLS                     `yaml:"tls,omitempty"`
+	Delivery     Delivery                `yaml:"delivery,omitempty"`
+	Destinations map[string]*Destination `yaml:"destinations,omitempty"`
+	SMTPRoutes   map[string]*Route       `yaml:"smtp_routes,omitempty"`
+	Bounce       Bounce                  `yaml:"bounce,omitempty"`
 	// BounceProfiles are named bounce profiles; unset fields inherit from
 	// Bounce, which is the "Default" profile.
-	BounceProfiles     map[string]*Bounce         `yaml:"bounce_profiles"`
-	VirtualGateways    map[string]*VirtualGateway `yaml:"virtual_gateways"`
-	BounceVerification BounceVerification         `yaml:"bounce_verification"`
-	MTASTS             MTASTS                     `yaml:"mta_sts"`
-	Logs               Logs                       `yaml:"logs"`
-	Metrics            Metrics                    `yaml:"metrics"`
-	Control            Control                    `yaml:"control"`
+	BounceProfiles     map[string]*Bounce         `yaml:"bounce_profiles,omitempty"`
+	VirtualGateways    map[string]*VirtualGateway `yaml:"virtual_gateways,omitempty"`
+	BounceVerification BounceVerification         `yaml:"bounce_verification,omitempty"`
+	MTASTS             MTASTS                     `yaml:"mta_sts,omitempty"`
+	Logs               Logs                       `yaml:"logs,omitempty"`
+	Metrics            Metrics                    `yaml:"metrics,omitempty"`
+	Control            Control                    `yaml:"control,omitempty"`
 
 	// Source is the file the configuration came from ("" for defaults).
 	Source string `yaml:"-"`
@@ -55,19 +55,19 @@ type Config struct {
 
 // Listener is one receiving SMTP address.
 type Listener struct {
-	Address        string   `yaml:"address"`
-	Name           string   `yaml:"name"`
-	RelayFrom      []string `yaml:"relay_from"`
-	TLS            *Cert    `yaml:"tls"`
-	MaxMessageSize Size     `yaml:"max_message_size"`
-	MaxRecipients  int      `yaml:"max_recipients"`
-	IdleTimeout    Duration `yaml:"idle_timeout"`
-	SessionTimeout Duration `yaml:"session_timeout"`
+	Address        string   `yaml:"address,omitempty"`
+	Name           string   `yaml:"name,omitempty"`
+	RelayFrom      []string `yaml:"relay_from,omitempty"`
+	TLS            *Cert    `yaml:"tls,omitempty"`
+	MaxMessageSize Size     `yaml:"max_message_size,omitempty"`
+	MaxRecipients  int      `yaml:"max_recipients,omitempty"`
+	IdleTimeout    Duration `yaml:"idle_timeout,omitempty"`
+	SessionTimeout Duration `yaml:"session_timeout,omitempty"`
 	// VirtualGateway names the outbound source used for mail received here.
-	VirtualGateway string `yaml:"virtual_gateway"`
+	VirtualGateway string `yaml:"virtual_gateway,omitempty"`
 	// RejectInvalidBounces refuses bounces (MAIL FROM:<>) to our domains
 	// whose recipient lacks a valid bounce-verification tag.
-	RejectInvalidBounces bool `yaml:"reject_invalid_bounces"`
+	RejectInvalidBounces bool `yaml:"reject_invalid_bounces,omitempty"`
 
 	// Networks is RelayFrom parsed.
 	Networks []netip.Prefix `yaml:"-"`
@@ -75,34 +75,34 @@ type Listener struct {
 
 // Cert names a certificate chain and its key (PEM files).
 type Cert struct {
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	CertFile string `yaml:"cert_file,omitempty"`
+	KeyFile  string `yaml:"key_file,omitempty"`
 }
 
 // DNS configures the resolver.
 type DNS struct {
-	Resolvers []string `yaml:"resolvers"`
-	Timeout   Duration `yaml:"timeout"`
+	Resolvers []string `yaml:"resolvers,omitempty"`
+	Timeout   Duration `yaml:"timeout,omitempty"`
 }
 
 // TLS configures outbound certificate verification.
 type TLS struct {
-	CAFile      string `yaml:"ca_file"`
-	SystemRoots *bool  `yaml:"system_roots"`
+	CAFile      string `yaml:"ca_file,omitempty"`
+	SystemRoots *bool  `yaml:"system_roots,omitempty"`
 	// ClientCert is presented on outbound TLS connections (destconfig SETUP).
-	ClientCert *Cert `yaml:"client_cert"`
+	ClientCert *Cert `yaml:"client_cert,omitempty"`
 	// Alert notifies an administrator when delivery to a destination that
 	// requires TLS fails (destconfig SETUP).
-	Alert TLSAlert `yaml:"alert"`
+	Alert TLSAlert `yaml:"alert,omitempty"`
 }
 
 // TLSAlert is the "send an alert when a required TLS connection fails" setting.
 type TLSAlert struct {
-	Enabled bool `yaml:"enabled"`
+	Enabled bool `yaml:"enabled,omitempty"`
 	// To receives the notification mail; empty: only the Warning log line.
-	To string `yaml:"to"`
+	To string `yaml:"to,omitempty"`
 	// Interval is the least time between two alerts for one domain (default 1h).
-	Interval Duration `yaml:"interval"`
+	Interval Duration `yaml:"interval,omitempty"`
 }
 
 // UseSystemRoots reports whether the system trust store is used (default yes).
@@ -110,127 +110,127 @@ func (t TLS) UseSystemRoots() bool { return t.SystemRoots == nil || *t.SystemRoo
 
 // Delivery configures the delivery client and the scheduler.
 type Delivery struct {
-	Port           int      `yaml:"port"`
-	ConnectTimeout Duration `yaml:"connect_timeout"`
+	Port           int      `yaml:"port,omitempty"`
+	ConnectTimeout Duration `yaml:"connect_timeout,omitempty"`
 	// MaxActive bounds the messages held in the active queue at once.
-	MaxActive int `yaml:"max_active"`
+	MaxActive int `yaml:"max_active,omitempty"`
 	// MaxConnections bounds outbound connections across all destinations.
-	MaxConnections int `yaml:"max_connections"`
+	MaxConnections int `yaml:"max_connections,omitempty"`
 }
 
 // Destination is a Destination Control profile; nil fields inherit from
 // the default profile.
 type Destination struct {
-	IPPreference             *string         `yaml:"ip_preference"`
-	MaxConcurrency           *int            `yaml:"max_concurrency"`
-	MaxMessagesPerConnection *int            `yaml:"max_messages_per_connection"`
-	RecipientLimit           *RecipientLimit `yaml:"recipient_limit"`
-	LimitsScope              *string         `yaml:"limits_scope"`
-	LimitsApply              *string         `yaml:"limits_apply"`
-	TLS                      *TLSMode        `yaml:"tls"`
-	DANE                     *string         `yaml:"dane"`
-	MTASTS                   *bool           `yaml:"mta_sts"`
-	BounceVerification       *bool           `yaml:"bounce_verification"`
-	BounceProfile            *string         `yaml:"bounce_profile"`
+	IPPreference             *string         `yaml:"ip_preference,omitempty"`
+	MaxConcurrency           *int            `yaml:"max_concurrency,omitempty"`
+	MaxMessagesPerConnection *int            `yaml:"max_messages_per_connection,omitempty"`
+	RecipientLimit           *RecipientLimit `yaml:"recipient_limit,omitempty"`
+	LimitsScope              *string         `yaml:"limits_scope,omitempty"`
+	LimitsApply              *string         `yaml:"limits_apply,omitempty"`
+	TLS                      *TLSMode        `yaml:"tls,omitempty"`
+	DANE                     *string         `yaml:"dane,omitempty"`
+	MTASTS                   *bool           `yaml:"mta_sts,omitempty"`
+	BounceVerification       *bool           `yaml:"bounce_verification,omitempty"`
+	BounceProfile            *string         `yaml:"bounce_profile,omitempty"`
 }
 
 // RecipientLimit holds recipients back once Count were sent to a
 // destination within Minutes; Count 0 means no limit.
 type RecipientLimit struct {
-	Count   int `yaml:"count"`
-	Minutes int `yaml:"minutes"`
+	Count   int `yaml:"count,omitempty"`
+	Minutes int `yaml:"minutes,omitempty"`
 }
 
 // Route is an SMTP route: mail for a domain goes to the listed hosts
 // instead of the domain's MX hosts, or through an MX lookup (usedns), or
 // nowhere (discard, the appliance's /dev/null).
 type Route struct {
-	Hosts   []RouteHost `yaml:"hosts"`
-	UseDNS  bool        `yaml:"usedns"`
-	Discard bool        `yaml:"discard"`
+	Hosts   []RouteHost `yaml:"hosts,omitempty"`
+	UseDNS  bool        `yaml:"usedns,omitempty"`
+	Discard bool        `yaml:"discard,omitempty"`
 	// MTASTS applies the MTA-STS policy of the route host's own domain
 	// (RFC 8461 §3.4, the smart-host rule); the recipient domain's policy
 	// never applies to a routed domain.
-	MTASTS bool `yaml:"mta_sts"`
+	MTASTS bool `yaml:"mta_sts,omitempty"`
 }
 
 // RouteHost is one route destination; priority 0 is highest.
 type RouteHost struct {
-	Host     string `yaml:"host"`
-	Port     int    `yaml:"port"`
-	Priority int    `yaml:"priority"`
+	Host     string `yaml:"host,omitempty"`
+	Port     int    `yaml:"port,omitempty"`
+	Priority int    `yaml:"priority,omitempty"`
 }
 
 // VirtualGateway is a named outbound source address.
 type VirtualGateway struct {
 	// Source is the local IP address deliveries are made from.
-	Source string `yaml:"source"`
+	Source string `yaml:"source,omitempty"`
 	// SenderDomains select this gateway for mail from these domains
 	// (a listener's virtual_gateway takes precedence).
-	SenderDomains []string `yaml:"sender_domains"`
+	SenderDomains []string `yaml:"sender_domains,omitempty"`
 }
 
 // BounceVerification configures prvs address tagging (BATV).
 type BounceVerification struct {
 	// Keys sign tags; the last is used to tag, earlier ones still verify
 	// for seven days after the key that replaced them was added.
-	Keys []BVKey `yaml:"keys"`
+	Keys []BVKey `yaml:"keys,omitempty"`
 	// Domains are ours: bounces to them are checked on listeners with
 	// reject_invalid_bounces.
-	Domains []string `yaml:"domains"`
+	Domains []string `yaml:"domains,omitempty"`
 }
 
 // BVKey is one tagging key.
 type BVKey struct {
-	Key   string `yaml:"key"`
-	Added string `yaml:"added"` // YYYY-MM-DD
+	Key   string `yaml:"key,omitempty"`
+	Added string `yaml:"added,omitempty"` // YYYY-MM-DD
 }
 
 // Bounce is the retry schedule and bounce settings (the default bounce profile).
 type Bounce struct {
-	MaxRetries       int      `yaml:"max_retries"`
-	MaxQueueLifetime Duration `yaml:"max_queue_lifetime"`
-	InitialRetry     Duration `yaml:"initial_retry"`
-	MaxRetryInterval Duration `yaml:"max_retry_interval"`
-	SendBounces      *bool    `yaml:"send_bounces"`
+	MaxRetries       int      `yaml:"max_retries,omitempty"`
+	MaxQueueLifetime Duration `yaml:"max_queue_lifetime,omitempty"`
+	InitialRetry     Duration `yaml:"initial_retry,omitempty"`
+	MaxRetryInterval Duration `yaml:"max_retry_interval,omitempty"`
+	SendBounces      *bool    `yaml:"send_bounces,omitempty"`
 	// BounceAddress receives DSNs instead of the envelope sender.
-	BounceAddress string         `yaml:"bounce_address"`
-	MaxBounceCopy Size           `yaml:"max_bounce_copy"`
-	DelayWarnings *DelayWarnings `yaml:"delay_warnings"`
+	BounceAddress string         `yaml:"bounce_address,omitempty"`
+	MaxBounceCopy Size           `yaml:"max_bounce_copy,omitempty"`
+	DelayWarnings *DelayWarnings `yaml:"delay_warnings,omitempty"`
 }
 
 // DelayWarnings configures "delayed" DSNs (RFC 3464 Action: delayed).
 type DelayWarnings struct {
-	Enabled  bool     `yaml:"enabled"`
-	Interval Duration `yaml:"interval"` // least time between warnings (default 4h)
-	Count    int      `yaml:"count"`    // warnings per message at most (default 1)
+	Enabled  bool     `yaml:"enabled,omitempty"`
+	Interval Duration `yaml:"interval,omitempty"` // least time between warnings (default 4h)
+	Count    int      `yaml:"count,omitempty"`    // warnings per message at most (default 1)
 }
 
 // MTASTS holds the global MTA-STS settings.
 type MTASTS struct {
-	FetchTimeout Duration `yaml:"fetch_timeout"`
-	Proxy        string   `yaml:"proxy"`
-	Refresh      *bool    `yaml:"refresh"`
+	FetchTimeout Duration `yaml:"fetch_timeout,omitempty"`
+	Proxy        string   `yaml:"proxy,omitempty"`
+	Refresh      *bool    `yaml:"refresh,omitempty"`
 }
 
 // Logs configures the mail log.
 type Logs struct {
-	Level       string   `yaml:"level"`
-	MaxSize     Size     `yaml:"max_size"`
-	MaxAge      Duration `yaml:"max_age"`
-	Keep        int      `yaml:"keep"`
-	Syslog      bool     `yaml:"syslog"`
-	MinFreeDisk Size     `yaml:"min_free_disk"`
+	Level       string   `yaml:"level,omitempty"`
+	MaxSize     Size     `yaml:"max_size,omitempty"`
+	MaxAge      Duration `yaml:"max_age,omitempty"`
+	Keep        int      `yaml:"keep,omitempty"`
+	Syslog      bool     `yaml:"syslog,omitempty"`
+	MinFreeDisk Size     `yaml:"min_free_disk,omitempty"`
 }
 
 // Metrics configures the Prometheus endpoint ("" address: off).
 type Metrics struct {
-	Address string `yaml:"address"`
+	Address string `yaml:"address,omitempty"`
 }
 
 // Control configures the control socket used by the CLI.
 type Control struct {
-	Socket string `yaml:"socket"`
+	Socket string `yaml:"socket,omitempty"`
 }
 
 // Profile is a destination's effective settings after inheritance.
@@ -283,6 +283,36 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return Parse(data, path)
+}
+
+// ParseRaw decodes YAML strictly without applying defaults or validating:
+// the form that configuration edits work on and write back.
+func ParseRaw(data []byte, name string) (*Config, error) {
+	c := &Config{}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return c, nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("%s: %s", displayName(name), cleanYAMLError(err))
+	}
+	return c, nil
+}
+
+// Marshal writes a (raw) configuration as YAML, omitting unset keys.
+func Marshal(c *Config) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	enc.Close()
+	if strings.TrimSpace(buf.String()) == "{}" {
+		return nil, nil
+	}
+	return buf.Bytes(), nil
 }
 
 // Parse decodes and validates YAML; name is used in error messages.
