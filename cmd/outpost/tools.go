@@ -348,6 +348,7 @@ func verifyMX(ctx context.Context, w io.Writer, client *deliver.Client, roots *x
 			h2.TLS = tlspolicy.Requirement{Mode: tlspolicy.Required, MinVersion: req.MinVersion, Why: "tlsverify probe"}
 			if c2, err2 := client.Connect(ctx, domain, h2); err2 == nil {
 				if cs, ok := c2.TLSState(); ok {
+					fmt.Fprintln(w, "  STARTTLS:     yes")
 					printTLS(w, cs)
 					printVerify(w, cs, roots, names, mode)
 				}
