@@ -38,7 +38,7 @@ func TestRig(t *testing.T) {
 		{"secure.test", dns.TypeMX, dns.RcodeSuccess, true, 1},
 		{"mx.secure.test", dns.TypeA, dns.RcodeSuccess, true, 1},
 		{"_25._tcp.mx.secure.test", dns.TypeTLSA, dns.RcodeSuccess, true, 1},
-		{"mx.secure.test", dns.TypeAAAA, dns.RcodeSuccess, true, 0},               // secure NODATA
+		{"mx.secure.test", dns.TypeAAAA, dns.RcodeSuccess, true, 0},              // secure NODATA
 		{"_25._tcp.nomx.secure.test", dns.TypeTLSA, dns.RcodeNameError, true, 0}, // secure NXDOMAIN
 		{"bad.secure.test", dns.TypeA, dns.RcodeSuccess, true, 1},                // its TLSA is bogus, not its A
 		{"_25._tcp.bad.secure.test", dns.TypeTLSA, dns.RcodeServerFailure, false, 0},
