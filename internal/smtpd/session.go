@@ -3,6 +3,7 @@ package smtpd
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,6 +110,23 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		log.MIDRcptRejected(mid, icid, to, rj.reason)
 		return rj.err()
 	}
+	if ss.env.From == "" && ss.s.cfg.BounceCheck != nil {
+		deliverTo, err := ss.s.cfg.BounceCheck(to)
+		if err != nil {
+			log.MIDInvalidBounce(mid, icid, to)
+			slog.Debug("smtpd: invalid bounce", "component", "smtpd", "mid", mid, "icid", icid, "rcpt", to, "reason", err.Error())
+			return invalidBounce(to)
+		}
+		if deliverTo != "" && deliverTo != to {
+			// The hook's answer goes through the same checks as a
+			// recipient from the wire.
+			if rj := checkAddress(deliverTo, ss.env.SMTPUTF8, false); rj != nil {
+				log.MIDRcptRejected(mid, icid, to, rj.reason)
+				return rj.err()
+			}
+			to = deliverTo
+		}
+	}
 	r := envelope.Recipient{Addr: lowerDomain(to)}
 	if len(opts.Notify) > 0 {
 		r.Notify.Set = true
@@ -136,6 +154,12 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	ss.env.Recipients = append(ss.env.Recipients, r)
 	log.MIDTo(mid, icid, len(ss.env.Recipients)-1, r.Addr)
 	return nil
+}
+
+// invalidBounce is the reply to a bounce recipient refused by BounceCheck.
+// rcpt passed checkAddress, so it holds no CR, LF or '>'.
+func invalidBounce(rcpt string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "invalid bounce, rcpt address <" + rcpt + "> rejected by bounce verification"}
 }
 
 // lowerDomain lower-cases the domain of a checked address (RFC 5321 §2.4),

@@ -68,6 +68,17 @@
 // becomes "X"); such a CR never reaches the stored content, so it cannot be
 // smuggled onward, but it is not reported either.
 //
+// # Bounce verification
+//
+// When Config.BounceCheck is set, each recipient of a bounce (null reverse
+// path, MAIL FROM:<>) that passed the checks above is handed to it after
+// the address checks: an error refuses the recipient with
+// "553 5.7.1 invalid bounce, rcpt address <x> rejected by bounce
+// verification" (logged "MID m ICID n invalid bounce, rcpt address <x>
+// rejected by bounce verification."); otherwise the address it returns
+// (for prvs tags, the recipient without its tag) is what is stored. Mail
+// with a sender is never checked.
+//
 // This package does not add a Received header (RFC 5321 §4.4): the body
 // reaches the Receiver exactly as received, and the envelope carries the
 // ICID, client address, HELO name and time from which the spool or the
@@ -169,6 +180,14 @@ type Config struct {
 	// OnQueued, when set, is called after a message was accepted and
 	// logged "queued for delivery", before the 250 is written.
 	OnQueued func(mid uint64)
+	// BounceCheck, when set, is called for every recipient of a bounce
+	// (MAIL FROM:<>) that passed the address checks. It returns the address
+	// to store instead ("" keeps rcpt; prvs.Checker returns the recipient
+	// without its bounce-verification tag), or an error to refuse it with
+	// 553 5.7.1, logged "MID m ICID n invalid bounce, rcpt address <x>
+	// rejected by bounce verification.". It must be safe for concurrent
+	// use. Mail with a non-null sender never reaches it.
+	BounceCheck func(rcpt string) (deliverTo string, err error)
 	// Resolver names clients by PTR with forward confirmation; nil uses
 	// net.DefaultResolver. Loopback clients are named "localhost" without
 	// a lookup.
