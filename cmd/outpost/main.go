@@ -31,6 +31,7 @@ import (
 
 	"outpost/internal/app"
 	"outpost/internal/config"
+	"outpost/internal/configstore"
 	"outpost/internal/ctl"
 	"outpost/internal/qmgr"
 )
@@ -40,6 +41,11 @@ const usage = `usage: outpost [--config FILE] COMMAND [ARGS]
 commands:
   serve                            run the gateway (embedded defaults without --config)
   config check [FILE]              validate a configuration file without starting
+  config diff                      show the pending (uncommitted) changes
+  config history [--diff]          list commits: time, user, comment (and diffs)
+  commit -m "COMMENT"              make the pending changes live (no restart)
+  clear                            abandon the pending changes
+  rollback [ID]                    re-apply an earlier commit (default: the previous one)
   queue list                       list queued messages
   queue show MID                   show one message and its recipients
   queue flush                      retry every deferred message now
@@ -86,10 +92,8 @@ func splitArgs(args []string) (cfgPath string, rest []string, err error) {
 }
 
 func loadConfig(path string) (*config.Config, error) {
-	if path == "" {
-		return config.Parse(nil, "")
-	}
-	return config.Load(path)
+	c, _, err := resolveConfig(path)
+	return c, err
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -109,9 +113,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "serve":
 		return serve(cfgPath, stderr)
+	case "commit":
+		return commitCmd(cfgPath, rest, stdout, stderr)
+	case "rollback":
+		return rollbackCmd(cfgPath, rest, stdout, stderr)
+	case "clear":
+		return clearCmd(cfgPath, rest, stdout, stderr)
 	case "config":
+		if len(rest) > 0 && rest[0] == "history" {
+			return configHistory(cfgPath, rest[1:], stdout, stderr)
+		}
+		if len(rest) > 0 && rest[0] == "diff" {
+			return configDiff(cfgPath, rest[1:], stdout, stderr)
+		}
 		if len(rest) == 0 || rest[0] != "check" {
-			fmt.Fprintln(stderr, "usage: outpost config check [FILE]")
+			fmt.Fprintln(stderr, "usage: outpost config check [FILE] | config history [--diff] | config diff")
 			return 2
 		}
 		if len(rest) > 1 {
@@ -162,7 +178,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func serve(cfgPath string, stderr io.Writer) int {
 	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, nil)))
-	cfg, err := loadConfig(cfgPath)
+	cfg, live, err := resolveConfig(cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, "outpost:", err)
 		return 1
@@ -175,6 +191,12 @@ func serve(cfgPath string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "outpost:", err)
 		return 1
 	}
+	store, err := configstore.Open(live, cfg.DataDir)
+	if err != nil {
+		fmt.Fprintln(stderr, "outpost:", err)
+		return 1
+	}
+	a.UseStore(store)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := a.Run(ctx); err != nil {
@@ -185,7 +207,7 @@ func serve(cfgPath string, stderr io.Writer) int {
 }
 
 func client(cfgPath string, stderr io.Writer) (*ctl.Client, int) {
-	cfg, err := loadConfig(cfgPath)
+	cfg, _, err := resolveConfig(cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, "outpost:", err)
 		return nil, 1

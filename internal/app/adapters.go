@@ -12,33 +12,31 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"outpost/internal/deliver"
-	"outpost/internal/maillog"
 	"outpost/internal/qmgr"
 	"outpost/internal/tlspolicy"
 )
 
 // dialer adapts the delivery client to qmgr.Dialer.
-type dialer struct {
-	c     *deliver.Client
-	tls   *prometheus.CounterVec
-	log   *maillog.Logger
-	roots *x509.CertPool
-}
+type dialer struct{ a *App }
 
-func (d dialer) Connect(ctx context.Context, domain string, h tlspolicy.Host) (qmgr.Conn, error) {
-	c, err := d.c.Connect(ctx, domain, h)
+func (d dialer) Connect(ctx context.Context, dst qmgr.Dest, h tlspolicy.Host) (qmgr.Conn, error) {
+	rt := d.a.cur.Load()
+	client := rt.client
+	if g, ok := rt.gateways[dst.Gateway]; ok {
+		client = g
+	}
+	domain := dst.Domain
+	c, err := client.Connect(ctx, domain, h)
 	mode := h.TLS.Mode.String()
 	if h.TLS.Source == tlspolicy.SourceMTASTS {
 		mode = "mta-sts-enforce"
 	}
-	why := stsOutcome(d.log, domain, h, err)
+	why := stsOutcome(d.a.log, domain, h, err)
 	if err != nil {
 		var de *deliver.Error
 		if errors.As(err, &de) && de.Stage == deliver.StageTLS {
-			d.tls.WithLabelValues("failed", mode).Inc()
+			d.a.tlsOutcomes.WithLabelValues("failed", mode).Inc()
 		}
 		r := deliver.AsReply(err)
 		if why != "" {
@@ -51,12 +49,12 @@ func (d dialer) Connect(ctx context.Context, domain string, h tlspolicy.Host) (q
 		return nil, r
 	}
 	if h.TLS.STSTesting {
-		d.reportTesting(domain, h, c)
+		d.reportTesting(domain, h, c, rt.roots)
 	}
 	if _, ok := c.TLSState(); ok {
-		d.tls.WithLabelValues("success", mode).Inc()
+		d.a.tlsOutcomes.WithLabelValues("success", mode).Inc()
 	} else {
-		d.tls.WithLabelValues("plaintext", mode).Inc()
+		d.a.tlsOutcomes.WithLabelValues("plaintext", mode).Inc()
 	}
 	return conn{c}, nil
 }
@@ -76,7 +74,7 @@ func (c conn) Send(ctx context.Context, t *qmgr.Txn) *qmgr.TxnResult {
 
 // reportTesting logs whether a connection made under a testing-mode policy
 // would have met it (RFC 8461 §5: testing mode reports, never blocks).
-func (d dialer) reportTesting(domain string, h tlspolicy.Host, c *deliver.Conn) {
+func (d dialer) reportTesting(domain string, h tlspolicy.Host, c *deliver.Conn, roots *x509.CertPool) {
 	cs, ok := c.TLSState()
 	var fail string
 	switch {
@@ -85,15 +83,15 @@ func (d dialer) reportTesting(domain string, h tlspolicy.Host, c *deliver.Conn) 
 	case cs.Version < tls.VersionTLS12:
 		fail = "TLS version below 1.2 at " + h.Name
 	default:
-		if _, err := deliver.Verify(cs, d.roots, []string{h.Name}, time.Now()); err != nil {
+		if _, err := deliver.Verify(cs, roots, []string{h.Name}, time.Now()); err != nil {
 			fail = "certificate of " + h.Name + " not valid: " + err.Error()
 		}
 	}
 	if fail != "" {
-		d.log.Infof("MTA-STS policy for the domain (%s) in testing mode would have failed: %s", domain, fail)
+		d.a.log.Infof("MTA-STS policy for the domain (%s) in testing mode would have failed: %s", domain, fail)
 		return
 	}
-	d.log.Infof("MTA-STS policy for the domain (%s) in testing mode would have succeeded", domain)
+	d.a.log.Infof("MTA-STS policy for the domain (%s) in testing mode would have succeeded", domain)
 }
 
 func (c conn) Close() error { return c.c.Close() }
@@ -138,3 +136,23 @@ func (c *counter) next() uint64 {
 	c.n++
 	return id
 }
+
+// configAdmin exposes commit and rollback to the control API; the running
+// server applies what it commits.
+type configAdmin struct{ a *App }
+
+func (c configAdmin) Commit(comment, user string) (any, error) {
+	if c.a.store == nil {
+		return nil, errNoStore
+	}
+	return c.a.store.Commit(comment, user, c.a.Apply)
+}
+
+func (c configAdmin) Rollback(id int, user string) (any, error) {
+	if c.a.store == nil {
+		return nil, errNoStore
+	}
+	return c.a.store.Rollback(id, user, c.a.Apply)
+}
+
+var errNoStore = errors.New("this server has no configuration store")

@@ -8,18 +8,24 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"outpost/internal/config"
+	"outpost/internal/configstore"
 	"outpost/internal/ctl"
 	"outpost/internal/deliver"
 	"outpost/internal/dsn"
@@ -32,30 +38,56 @@ import (
 	"outpost/internal/resolver"
 	"outpost/internal/smtpd"
 	"outpost/internal/spool"
+	"outpost/internal/tlspolicy"
 )
 
 // App is a running Outpost.
 type App struct {
-	cfg      *config.Config
+	dataDir  string
 	log      *maillog.Logger
 	spool    *spool.Spool
-	dns      *resolver.Resolver
-	client   *deliver.Client
 	q        *qmgr.Manager
 	sts      *mtasts.Manager
 	stsStore *mtasts.BoltStore
-	roots    *x509.CertPool
-	servers  []*smtpd.Server
 	ctl      *ctl.Server
 	metrics  *metricsServer
 	ids      *counter
 	// tlsOutcomes counts delivery connections by TLS outcome and mode.
 	tlsOutcomes *prometheus.CounterVec
+
+	// cur is the live configuration with what is built from it; Apply
+	// swaps it whole, so a reader sees one consistent generation.
+	cur atomic.Pointer[runtime]
+
+	store *configstore.Store
+
+	// mu serialises Apply and guards listeners.
+	mu        sync.Mutex
+	listeners []*listener
+	runCtx    context.Context
+	errc      chan error
+}
+
+// runtime is one generation of configuration-dependent parts.
+type runtime struct {
+	cfg    *config.Config
+	dns    *resolver.Resolver
+	roots  *x509.CertPool
+	client *deliver.Client
+	// gateways are delivery clients bound to virtual gateway sources.
+	gateways map[string]*deliver.Client
+}
+
+// listener is one running SMTP listener and the configuration it runs.
+type listener struct {
+	key  string // the listener's configuration, for change detection
+	addr string
+	srv  *smtpd.Server
 }
 
 // New builds an App from a validated configuration; nothing is listening yet.
 func New(cfg *config.Config) (*App, error) {
-	a := &App{cfg: cfg, tlsOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "outpost", Name: "tls_connections_total",
+	a := &App{dataDir: cfg.DataDir, tlsOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "outpost", Name: "tls_connections_total",
 		Help: "Delivery connection attempts by TLS outcome (success, failed, plaintext) and destination TLS mode."}, []string{"outcome", "mode"})}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
@@ -77,9 +109,69 @@ func New(cfg *config.Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.dns = resolver.New(cfg.DNS.Resolvers, resolver.WithTimeout(cfg.DNS.Timeout.D()), resolver.WithLog(a.log))
-	roots, err := trustStore(cfg.TLS)
+	rt, err := a.build(cfg)
 	if err != nil {
+		return nil, err
+	}
+	a.cur.Store(rt)
+	proxy, err := ProxyURL(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.stsStore, err = mtasts.OpenBoltStore(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("MTA-STS policy cache: %w", err)
+	}
+	a.sts, err = mtasts.New(context.Background(), mtasts.Options{Resolver: DNSAdapter{rt.dns}, Store: a.stsStore, Roots: rt.roots,
+		FetchTimeout: cfg.MTASTS.FetchTimeout.D(), Proxy: proxy, DialContext: ResolverDial(rt.dns, proxy), DisableRefresh: !*cfg.MTASTS.Refresh, Log: a.log})
+	if err != nil {
+		return nil, fmt.Errorf("MTA-STS: %w", err)
+	}
+	pl := &planner.Planner{DNS: dnsOf{a}, Log: a.log, STS: stsLookup{m: a.sts, log: a.log},
+		Profile: func(domain string) planner.Profile {
+			p := a.config().Profile(domain)
+			return planner.Profile{TLS: p.TLS, MTASTS: p.MTASTS, IPPreference: p.IPPreference}
+		},
+		Route: func(domain string) *planner.Route {
+			name, r := a.config().RouteFor(domain)
+			if r == nil {
+				return nil
+			}
+			pr := &planner.Route{Name: name, UseDNS: r.UseDNS, Discard: r.Discard, MTASTS: r.MTASTS}
+			for _, h := range r.Hosts {
+				pr.Hosts = append(pr.Hosts, tlspolicy.RouteHost{Host: h.Host, Port: h.Port, Priority: h.Priority})
+			}
+			return pr
+		}}
+	a.q = qmgr.New(qmgr.Options{
+		Store: a.spool, Planner: pl, Dialer: dialer{a: a}, Bouncer: &bouncer{a: a},
+		Profile: func(domain string) qmgr.Profile {
+			c := a.config()
+			p := c.Profile(domain)
+			b := c.BounceProfile(p.BounceProfile)
+			return qmgr.Profile{MaxConcurrency: p.MaxConcurrency, MaxMessagesPerConnection: p.MaxMessagesPerConnection,
+				LimitsPerGateway: p.LimitsApply == "virtual-gateway",
+				BounceProfile:    p.BounceProfile, InitialRetry: b.InitialRetry.D(), MaxRetryInterval: b.MaxRetryInterval.D(),
+				MaxQueueLifetime: b.MaxQueueLifetime.D(), MaxRetries: b.MaxRetries}
+		},
+		Log: a.log, MaxConnections: cfg.Delivery.MaxConnections,
+	})
+	return a, nil
+}
+
+// UseStore connects the configuration store whose commits the running
+// server applies (outpost commit / rollback through the control socket).
+func (a *App) UseStore(s *configstore.Store) { a.store = s }
+
+// config is the live configuration.
+func (a *App) config() *config.Config { return a.cur.Load().cfg }
+
+// build makes the configuration-dependent parts of one generation.
+func (a *App) build(cfg *config.Config) (*runtime, error) {
+	rt := &runtime{cfg: cfg, gateways: map[string]*deliver.Client{}}
+	rt.dns = resolver.New(cfg.DNS.Resolvers, resolver.WithTimeout(cfg.DNS.Timeout.D()), resolver.WithLog(a.log))
+	var err error
+	if rt.roots, err = trustStore(cfg.TLS); err != nil {
 		return nil, err
 	}
 	var clientCert *tls.Certificate
@@ -90,58 +182,152 @@ func New(cfg *config.Config) (*App, error) {
 		}
 		clientCert = &c
 	}
-	a.client = deliver.New(deliver.Options{
-		Hostname: cfg.Hostname, Port: cfg.Delivery.Port, Roots: roots, ClientCert: clientCert,
-		Resolver: a.dns, Log: a.log, NextDCID: a.ids.next,
+	opts := deliver.Options{
+		Hostname: cfg.Hostname, Port: cfg.Delivery.Port, Roots: rt.roots, ClientCert: clientCert,
+		Resolver: rt.dns, Log: a.log, NextDCID: a.ids.next,
 		Timeouts: deliver.Timeouts{Connect: cfg.Delivery.ConnectTimeout.D()},
-	})
-	a.roots = roots
-	proxy, err := ProxyURL(cfg)
-	if err != nil {
-		return nil, err
 	}
-	a.stsStore, err = mtasts.OpenBoltStore(cfg.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("MTA-STS policy cache: %w", err)
+	rt.client = deliver.New(opts)
+	for name, g := range cfg.VirtualGateways {
+		src, _ := netip.ParseAddr(g.Source)
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+		o := opts
+		o.Dial = d.DialContext
+		rt.gateways[name] = deliver.New(o)
 	}
-	a.sts, err = mtasts.New(context.Background(), mtasts.Options{Resolver: DNSAdapter{a.dns}, Store: a.stsStore, Roots: roots,
-		FetchTimeout: cfg.MTASTS.FetchTimeout.D(), Proxy: proxy, DialContext: ResolverDial(a.dns, proxy), DisableRefresh: !*cfg.MTASTS.Refresh, Log: a.log})
-	if err != nil {
-		return nil, fmt.Errorf("MTA-STS: %w", err)
-	}
-	pl := &planner.Planner{DNS: a.dns, Log: a.log, STS: stsLookup{m: a.sts, log: a.log}, Profile: func(domain string) planner.Profile {
-		p := cfg.Profile(domain)
-		return planner.Profile{TLS: p.TLS, MTASTS: p.MTASTS}
-	}}
-	a.q = qmgr.New(qmgr.Options{
-		Store: a.spool, Planner: pl, Dialer: dialer{c: a.client, tls: a.tlsOutcomes, log: a.log, roots: roots}, Bouncer: &bouncer{a: a},
-		Profile: func(domain string) qmgr.Profile {
-			p := cfg.Profile(domain)
-			return qmgr.Profile{MaxConcurrency: p.MaxConcurrency, MaxMessagesPerConnection: p.MaxMessagesPerConnection}
-		},
-		Log: a.log, MaxConnections: cfg.Delivery.MaxConnections,
-		InitialRetry: cfg.Bounce.InitialRetry.D(), MaxRetryInterval: cfg.Bounce.MaxRetryInterval.D(),
-		MaxQueueLifetime: cfg.Bounce.MaxQueueLifetime.D(), MaxRetries: cfg.Bounce.MaxRetries,
-	})
-	for _, l := range cfg.Listeners {
-		sc := smtpd.Config{Hostname: cfg.Hostname, Address: l.Address, Name: l.Name, RelayFrom: l.Networks,
-			MaxMessageSize: int64(l.MaxMessageSize), MaxRecipients: l.MaxRecipients,
-			ReadTimeout: l.IdleTimeout.D(), TotalTimeout: l.SessionTimeout.D(),
-			Log: a.log, NextICID: a.ids.next, Receiver: receiver{a}}
-		if l.TLS != nil {
-			c, err := tls.LoadX509KeyPair(l.TLS.CertFile, l.TLS.KeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("listener %s tls: %w", l.Address, err)
-			}
-			sc.TLS = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
-		}
-		s, err := smtpd.New(sc)
+	return rt, nil
+}
+
+// newListener makes the SMTP server for listener i of cfg.
+func (a *App) newListener(cfg *config.Config, i int) (*listener, error) {
+	l := cfg.Listeners[i]
+	sc := smtpd.Config{Hostname: cfg.Hostname, Address: l.Address, Name: l.Name, RelayFrom: l.Networks,
+		MaxMessageSize: int64(l.MaxMessageSize), MaxRecipients: l.MaxRecipients,
+		ReadTimeout: l.IdleTimeout.D(), TotalTimeout: l.SessionTimeout.D(),
+		Log: a.log, NextICID: a.ids.next, Receiver: receiver{a: a, listener: i}}
+	if l.TLS != nil {
+		c, err := tls.LoadX509KeyPair(l.TLS.CertFile, l.TLS.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("listener %s: %w", l.Address, err)
+			return nil, fmt.Errorf("listener %s tls: %w", l.Address, err)
 		}
-		a.servers = append(a.servers, s)
+		sc.TLS = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
 	}
-	return a, nil
+	s, err := smtpd.New(sc)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: %w", l.Address, err)
+	}
+	key, _ := json.Marshal(struct {
+		L config.Listener
+		H string
+	}{l, cfg.Hostname})
+	return &listener{key: string(key), addr: l.Address, srv: s}, nil
+}
+
+// startListener binds and serves a listener; a bind failure is returned.
+func (a *App) startListener(l *listener) error {
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", l.addr, err)
+	}
+	go func() {
+		if err := l.srv.Serve(ln); err != nil {
+			select {
+			case a.errc <- err:
+			default:
+			}
+		}
+	}()
+	return nil
+}
+
+// Apply makes a new configuration live without a restart: it builds the
+// new resolver, trust store and delivery clients, starts changed listeners
+// (binding first, so a bad address fails the commit while the old
+// configuration keeps running), swaps the generation, and shuts the old
+// listeners down gracefully, letting their sessions finish. data_dir cannot
+// change while running; control, metrics, logs and mta_sts settings take
+// effect at the next restart (the returned error is nil; warnings are logged).
+func (a *App) Apply(cfg *config.Config) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.config()
+	if cfg.DataDir != old.DataDir {
+		return fmt.Errorf("data_dir cannot change while Outpost runs (from %s to %s): restart to move it", old.DataDir, cfg.DataDir)
+	}
+	rt, err := a.build(cfg)
+	if err != nil {
+		return err
+	}
+	keep := map[string]*listener{}
+	for _, l := range a.listeners {
+		keep[l.key] = l
+	}
+	var next, started []*listener
+	for i := range cfg.Listeners {
+		nl, err := a.newListener(cfg, i)
+		if err != nil {
+			return err
+		}
+		if l, ok := keep[nl.key]; ok {
+			delete(keep, nl.key)
+			next = append(next, l)
+			continue
+		}
+		// A listener whose address an old one still holds is started
+		// after the old one is shut down.
+		next = append(next, nl)
+		started = append(started, nl)
+	}
+	a.cur.Store(rt)
+	for _, l := range keep {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		l.srv.Shutdown(ctx)
+		cancel()
+	}
+	for _, l := range started {
+		if err := a.startListener(l); err != nil {
+			slog.Error("listener did not start after configuration change", "err", err)
+			a.log.Warnf("Listener %s could not be started: %v", l.addr, err)
+		}
+	}
+	a.listeners = next
+	for _, w := range restartOnly(old, cfg) {
+		a.log.Warnf("Configuration change of %s takes effect at the next restart", w)
+	}
+	a.log.Infof("Configuration committed and applied")
+	return nil
+}
+
+func restartOnly(old, cfg *config.Config) []string {
+	var out []string
+	same := func(a, b any) bool {
+		x, _ := json.Marshal(a)
+		y, _ := json.Marshal(b)
+		return string(x) == string(y)
+	}
+	if !same(old.Control, cfg.Control) {
+		out = append(out, "control")
+	}
+	if !same(old.Metrics, cfg.Metrics) {
+		out = append(out, "metrics")
+	}
+	if !same(old.Logs, cfg.Logs) {
+		out = append(out, "logs")
+	}
+	if !same(old.MTASTS, cfg.MTASTS) {
+		out = append(out, "mta_sts")
+	}
+	if old.Delivery.MaxConnections != cfg.Delivery.MaxConnections {
+		out = append(out, "delivery.max_connections")
+	}
+	return out
+}
+
+// dnsOf gives the planner the live resolver.
+type dnsOf struct{ a *App }
+
+func (d dnsOf) MX(ctx context.Context, domain string) ([]resolver.MX, resolver.Answer, error) {
+	return d.a.cur.Load().dns.MX(ctx, domain)
 }
 
 func trustStore(t config.TLS) (*x509.CertPool, error) {
@@ -170,7 +356,8 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("spool recovery: %w", err)
 	}
-	slog.Info("outpost starting", "data_dir", a.cfg.DataDir, "recovered", len(recs))
+	cfg := a.config()
+	slog.Info("outpost starting", "data_dir", cfg.DataDir, "recovered", len(recs))
 	qctx, qcancel := context.WithCancel(context.Background())
 	qdone := make(chan struct{})
 	go func() { a.q.Run(qctx); close(qdone) }()
@@ -179,34 +366,48 @@ func (a *App) Run(ctx context.Context) error {
 	for _, r := range recs {
 		a.q.Submit(r)
 	}
-	sock := a.cfg.Control.Socket
+	sock := cfg.Control.Socket
 	if !filepath.IsAbs(sock) {
-		sock = filepath.Join(a.cfg.DataDir, sock)
+		sock = filepath.Join(cfg.DataDir, sock)
 	}
-	a.ctl, err = ctl.Listen(sock, a.q, a.log, stsAdmin{a.sts})
+	a.ctl, err = ctl.Listen(sock, a.q, a.log, stsAdmin{a.sts}, configAdmin{a})
 	if err != nil {
 		qcancel()
 		return err
 	}
-	if a.cfg.Metrics.Address != "" {
-		a.metrics, err = startMetrics(a.cfg.Metrics.Address, a)
+	if cfg.Metrics.Address != "" {
+		a.metrics, err = startMetrics(cfg.Metrics.Address, a)
 		if err != nil {
 			qcancel()
 			return err
 		}
 	}
-	errc := make(chan error, len(a.servers))
-	for _, s := range a.servers {
-		go func(s *smtpd.Server) { errc <- s.ListenAndServe(ctx) }(s)
+	a.mu.Lock()
+	a.errc = make(chan error, 16)
+	for i := range cfg.Listeners {
+		l, err := a.newListener(cfg, i)
+		if err == nil {
+			err = a.startListener(l)
+		}
+		if err != nil {
+			a.mu.Unlock()
+			a.ctl.Close()
+			qcancel()
+			return err
+		}
+		a.listeners = append(a.listeners, l)
 	}
+	a.mu.Unlock()
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case runErr = <-errc:
+	case runErr = <-a.errc:
 	}
-	for _, s := range a.servers {
-		s.Close()
+	a.mu.Lock()
+	for _, l := range a.listeners {
+		l.srv.Close()
 	}
+	a.mu.Unlock()
 	a.ctl.Close()
 	if a.metrics != nil {
 		a.metrics.Close()
@@ -222,7 +423,10 @@ func (a *App) Run(ctx context.Context) error {
 }
 
 // receiver implements smtpd.Receiver over the spool and the queue.
-type receiver struct{ a *App }
+type receiver struct {
+	a        *App
+	listener int
+}
 
 func (r receiver) NewMID() uint64 { return r.a.spool.NewMID() }
 
@@ -232,7 +436,9 @@ func (r receiver) Accept(ctx context.Context, mid uint64, env *envelope.Envelope
 	if env.Time.IsZero() {
 		env.Time = time.Now()
 	}
-	hdr := receivedHeader(r.a.cfg.Hostname, env, mid)
+	cfg := r.a.config()
+	env.Gateway = cfg.Gateway(r.listener, env.From)
+	hdr := receivedHeader(cfg.Hostname, env, mid)
 	n, err := r.a.spool.Accept(mid, env, io.MultiReader(strings.NewReader(hdr), body))
 	if err != nil {
 		if errors.Is(err, spool.ErrNoSpace) {
@@ -265,13 +471,23 @@ type bouncer struct{ a *App }
 
 func (b *bouncer) Bounce(ctx context.Context, m *qmgr.Message, failed []qmgr.Failure, action string) error {
 	a := b.a
+	cfg := a.config()
 	if m.Env.From == "" {
 		return nil // RFC 3461 §6.2 / RFC 5321 §6.1: never a DSN to the null sender
 	}
-	if !*a.cfg.Bounce.SendBounces {
+	// The bounce profile of the (first) failed recipient's destination.
+	bp := cfg.Bounce
+	if len(failed) > 0 {
+		bp = cfg.BounceProfile(cfg.Profile(envelope.Domain(m.Env.Recipients[failed[0].RID].Addr)).BounceProfile)
+	}
+	if !*bp.SendBounces {
 		return nil
 	}
-	rep := &dsn.Report{ReportingMTA: a.cfg.Hostname, EnvID: m.Env.EnvID, ArrivalDate: m.Env.Time, Sender: m.Env.From, RET: m.Env.RET}
+	to := m.Env.From
+	if bp.BounceAddress != "" {
+		to = bp.BounceAddress // the profile's alternate bounce recipient
+	}
+	rep := &dsn.Report{ReportingMTA: cfg.Hostname, EnvID: m.Env.EnvID, ArrivalDate: m.Env.Time, Sender: m.Env.From, RET: m.Env.RET}
 	for _, f := range failed {
 		rc := m.Env.Recipients[f.RID]
 		if !rc.Notify.WantsFailure() {
@@ -297,12 +513,12 @@ func (b *bouncer) Bounce(ctx context.Context, m *qmgr.Message, failed []qmgr.Fai
 		return err
 	}
 	defer body.Close()
-	msg, err := dsn.Build(rep, body, dsn.Options{MaxCopy: int(a.cfg.Bounce.MaxBounceCopy)})
+	msg, err := dsn.Build(rep, body, dsn.Options{MaxCopy: int(bp.MaxBounceCopy)})
 	if err != nil {
 		return fmt.Errorf("build DSN for MID %d: %w", m.MID, err)
 	}
 	mid := a.spool.NewMID()
-	env := &envelope.Envelope{From: "", Recipients: []envelope.Recipient{{Addr: m.Env.From}}, Time: time.Now(), Helo: a.cfg.Hostname, ClientIP: "127.0.0.1"}
+	env := &envelope.Envelope{From: "", Recipients: []envelope.Recipient{{Addr: to}}, Time: time.Now(), Helo: cfg.Hostname, ClientIP: "127.0.0.1"}
 	n, err := a.spool.Accept(mid, env, strings.NewReader(string(msg)))
 	if err != nil {
 		return fmt.Errorf("store DSN for MID %d: %w", m.MID, err)

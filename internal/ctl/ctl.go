@@ -15,11 +15,14 @@
 //	GET  /v1/mta-sts/cache/{domain}          one cached policy
 //	POST /v1/mta-sts/cache/{domain}/refresh  look up and fetch the policy now
 //	POST /v1/mta-sts/cache/{domain}/flush    forget the cached policy
+//	POST /v1/config/commit      {"Comment","User"}: apply the pending configuration
+//	POST /v1/config/rollback    {"ID","User"}: re-apply an earlier commit
 //	GET  /v1/tail               follow the mail log (text/plain stream)
 package ctl
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,6 +55,12 @@ type PolicyCache interface {
 	Flush(ctx context.Context, domain string) error
 }
 
+// ConfigAdmin commits and rolls back configuration in the running server.
+type ConfigAdmin interface {
+	Commit(comment, user string) (any, error)
+	Rollback(id int, user string) (any, error)
+}
+
 // LogFeed streams mail-log lines.
 type LogFeed interface {
 	Subscribe() (<-chan string, func())
@@ -65,7 +74,7 @@ type Server struct {
 }
 
 // Listen creates the socket (replacing a stale one) and serves on it.
-func Listen(path string, q Queue, logs LogFeed, sts PolicyCache) (*Server, error) {
+func Listen(path string, q Queue, logs LogFeed, sts PolicyCache, cfg ConfigAdmin) (*Server, error) {
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s: another outpost is running", path)
@@ -126,6 +135,35 @@ func Listen(path string, q Queue, logs LogFeed, sts PolicyCache) (*Server, error
 	})
 	mux.HandleFunc("POST /v1/mta-sts/cache/{domain}/flush", func(w http.ResponseWriter, r *http.Request) {
 		result(w, sts.Flush(r.Context(), r.PathValue("domain")))
+	})
+	mux.HandleFunc("POST /v1/config/commit", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Comment, User string }
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		c, err := cfg.Commit(req.Comment, req.User)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		writeJSON(w, c)
+	})
+	mux.HandleFunc("POST /v1/config/rollback", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID   int
+			User string
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		c, err := cfg.Rollback(req.ID, req.User)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		writeJSON(w, c)
 	})
 	mux.HandleFunc("GET /v1/tail", func(w http.ResponseWriter, r *http.Request) {
 		ch, cancel := logs.Subscribe()
@@ -204,7 +242,20 @@ func Dial(path string) *Client {
 
 // Do sends a request and decodes a JSON answer into out (nil: discard).
 func (c *Client) Do(ctx context.Context, method, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://outpost"+path, nil)
+	return c.DoJSON(ctx, method, path, nil, out)
+}
+
+// DoJSON is Do with a JSON request body (nil: none).
+func (c *Client) DoJSON(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://outpost"+path, body)
 	if err != nil {
 		return err
 	}

@@ -264,7 +264,11 @@ func (c *Client) Connect(ctx context.Context, domain string, h tlspolicy.Host) (
 	if port == 0 {
 		port = c.o.Port
 	}
-	addrs, err := c.addrs(ctx, h.Name)
+	pref := c.o.IPPreference
+	if h.IPPreference != "" {
+		pref = ParseIPPreference(h.IPPreference)
+	}
+	addrs, err := c.addrs(ctx, h.Name, pref)
 	if err != nil {
 		return nil, err
 	}
@@ -291,9 +295,30 @@ func (c *Client) Connect(ctx context.Context, domain string, h tlspolicy.Host) (
 	return nil, best
 }
 
-func (c *Client) addrs(ctx context.Context, host string) ([]netip.Addr, error) {
+// ParseIPPreference reads a Destination Control ip_preference
+// ("prefer-ipv4", "prefer-ipv6", "require-ipv4", "require-ipv6");
+// anything else keeps the resolver's order.
+func ParseIPPreference(s string) IPPreference {
+	switch s {
+	case "prefer-ipv4":
+		return PreferIPv4
+	case "prefer-ipv6":
+		return PreferIPv6
+	case "require-ipv4":
+		return RequireIPv4
+	case "require-ipv6":
+		return RequireIPv6
+	}
+	return IPAsResolved
+}
+
+func (c *Client) addrs(ctx context.Context, host string, pref IPPreference) ([]netip.Addr, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
-		return filterAddrs([]netip.Addr{a.Unmap()}, c.o.IPPreference), nil
+		as := filterAddrs([]netip.Addr{a.Unmap()}, pref)
+		if len(as) == 0 {
+			return nil, &Error{Stage: StageResolve, Host: host, Reply: reply.New(0, "4.4.4", "host address is not of the required family"), Err: nil}
+		}
+		return as, nil
 	}
 	fail := func(code, text string, err error) error {
 		return &Error{Stage: StageResolve, Host: host, Reply: reply.New(0, code, "%s", text), Err: err}
@@ -308,7 +333,7 @@ func (c *Client) addrs(ctx context.Context, host string) ([]netip.Addr, error) {
 	if ans.Status != resolver.OK || len(as) == 0 {
 		return nil, fail("4.4.4", "host has no address ("+ans.Status.String()+")", nil)
 	}
-	as = filterAddrs(as, c.o.IPPreference)
+	as = filterAddrs(as, pref)
 	if len(as) == 0 {
 		return nil, fail("4.4.4", "host has no address of the required family", nil)
 	}

@@ -56,6 +56,9 @@ type Envelope struct {
 	ClientIP string    `json:"client_ip,omitempty"`
 	Helo     string    `json:"helo,omitempty"`
 	Time     time.Time `json:"time"`
+	// Gateway is the virtual gateway (outbound source) chosen at receipt;
+	// "" for the default.
+	Gateway string `json:"gateway,omitempty"`
 }
 
 // Domain returns the lower-cased domain of addr ("" when addr has none).

@@ -12,6 +12,10 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
 
 	"outpost/internal/maillog"
 	"outpost/internal/reply"
@@ -38,7 +42,18 @@ type STSRechecker interface {
 
 // Profile is the part of a Destination Control profile the plan needs.
 type Profile struct {
-	TLS    tlspolicy.Mode
+	TLS          tlspolicy.Mode
+	MTASTS       bool
+	IPPreference string
+}
+
+// Route is the part of an SMTP route the plan needs.
+type Route struct {
+	Name    string // the matching entry: domain, .domain or ALL
+	Hosts   []tlspolicy.RouteHost
+	UseDNS  bool // "USEDNS": deliver by the domain's MX records as usual
+	Discard bool // "/dev/null"
+	// MTASTS applies the route hosts' own domain's policy (RFC 8461 §3.4).
 	MTASTS bool
 }
 
@@ -47,18 +62,32 @@ type Planner struct {
 	DNS     MXResolver
 	STS     STSLookup // nil: MTA-STS unavailable (treated as no policy)
 	Profile func(domain string) Profile
-	Route   func(domain string) []tlspolicy.RouteHost // nil or returning nil: no route
+	Route   func(domain string) *Route // nil or returning nil: no route
 	Log     *maillog.Logger
+
+	rr sync.Map // route name → *atomic.Uint64, round-robin position
 }
 
 // Plan implements qmgr.Planner.
 func (p *Planner) Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *reply.Reply) {
 	prof := p.Profile(domain)
 	in := tlspolicy.Input{Domain: domain, Mode: prof.TLS, MTASTS: prof.MTASTS}
+	var rt *Route
 	if p.Route != nil {
-		in.Route = p.Route(domain)
+		rt = p.Route(domain)
 	}
-	if in.Route == nil {
+	switch {
+	case rt == nil || rt.UseDNS:
+	case rt.Discard:
+		in.Discard = true
+	default:
+		in.Route = p.order(rt)
+		if rt.MTASTS && p.STS != nil {
+			in.RouteSTSDomain = parentDomain(in.Route[0].Host)
+			in.RouteSTSState, in.RouteSTS = p.STS.Lookup(ctx, in.RouteSTSDomain)
+		}
+	}
+	if in.Route == nil && !in.Discard {
 		mxs, rerr := p.mx(ctx, domain)
 		if rerr != nil {
 			return nil, rerr
@@ -69,6 +98,9 @@ func (p *Planner) Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *re
 		}
 	}
 	plan := tlspolicy.Build(in)
+	for i := range plan.Hosts {
+		plan.Hosts[i].IPPreference = prof.IPPreference
+	}
 	if plan.DeferCode == "4.4.8" && in.STS != nil && in.STS.Cached {
 		if rc, ok := p.STS.(STSRechecker); ok {
 			in.STSState, in.STS = rc.Recheck(ctx, domain)
@@ -84,6 +116,37 @@ func (p *Planner) Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *re
 		}
 	}
 	return &plan, nil
+}
+
+// order sorts route hosts by priority (0 first) and rotates each group of
+// equal priority by one position per plan, so that equal hosts share the
+// connections round robin (a plan is made per connection).
+func (p *Planner) order(rt *Route) []tlspolicy.RouteHost {
+	hosts := append([]tlspolicy.RouteHost(nil), rt.Hosts...)
+	sort.SliceStable(hosts, func(i, j int) bool { return hosts[i].Priority < hosts[j].Priority })
+	v, _ := p.rr.LoadOrStore(rt.Name, new(atomic.Uint64))
+	n := int(v.(*atomic.Uint64).Add(1) - 1)
+	for i := 0; i < len(hosts); {
+		j := i
+		for j < len(hosts) && hosts[j].Priority == hosts[i].Priority {
+			j++
+		}
+		grp := hosts[i:j]
+		k := n % len(grp)
+		rotated := append(append([]tlspolicy.RouteHost(nil), grp[k:]...), grp[:k]...)
+		copy(grp, rotated)
+		i = j
+	}
+	return hosts
+}
+
+// parentDomain is the domain a route host belongs to (its name without
+// the first label), whose MTA-STS policy applies to it.
+func parentDomain(host string) string {
+	if i := strings.IndexByte(host, '.'); i >= 0 && strings.Contains(host[i+1:], ".") {
+		return host[i+1:]
+	}
+	return host
 }
 
 func (p *Planner) mx(ctx context.Context, domain string) ([]tlspolicy.MX, *reply.Reply) {

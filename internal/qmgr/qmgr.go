@@ -74,9 +74,16 @@ type Planner interface {
 	Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *reply.Reply)
 }
 
+// Dest names a destination queue: the recipient domain and the virtual
+// gateway (outbound source) the mail leaves through.
+type Dest struct {
+	Domain  string
+	Gateway string
+}
+
 // Dialer opens delivery connections.
 type Dialer interface {
-	Connect(ctx context.Context, domain string, h tlspolicy.Host) (Conn, error)
+	Connect(ctx context.Context, d Dest, h tlspolicy.Host) (Conn, error)
 }
 
 // Conn is one open delivery connection.
@@ -108,11 +115,20 @@ type TxnResult struct {
 	Broken bool         // the connection cannot be reused
 }
 
-// Profile is what the queue manager needs of a Destination Control profile.
+// Profile is what the queue manager needs of a Destination Control
+// profile and its bounce profile. Zero durations and counts take the
+// Options' values.
 type Profile struct {
 	MaxConcurrency           int
 	MaxMessagesPerConnection int
-	BounceProfile            string
+	// LimitsPerGateway counts MaxConcurrency per virtual gateway instead
+	// of across all of them (limits_apply: virtual-gateway).
+	LimitsPerGateway bool
+	BounceProfile    string
+	InitialRetry     time.Duration
+	MaxRetryInterval time.Duration
+	MaxQueueLifetime time.Duration
+	MaxRetries       int
 }
 
 // Options configure a Manager.
@@ -156,6 +172,7 @@ type job struct {
 
 type dest struct {
 	domain  string
+	gateway string
 	ready   []*job
 	active  int // connections (workers)
 	idle    int // workers waiting for work
@@ -173,13 +190,15 @@ type Manager struct {
 	o     Options
 	mu    sync.Mutex
 	msgs  map[uint64]*Message
-	dests map[string]*dest
-	retry retryHeap
-	conns int
-	kick  chan struct{}
-	ctx   context.Context
-	wg    sync.WaitGroup
-	Stats Stats
+	dests map[Dest]*dest
+	// domainConns counts connections per domain across gateways.
+	domainConns map[string]int
+	retry       retryHeap
+	conns       int
+	kick        chan struct{}
+	ctx         context.Context
+	wg          sync.WaitGroup
+	Stats       Stats
 }
 
 // New makes a Manager; call Run to start it.
@@ -205,7 +224,7 @@ func New(o Options) *Manager {
 	if o.MaxRetries == 0 {
 		o.MaxRetries = 100
 	}
-	return &Manager{o: o, msgs: map[uint64]*Message{}, dests: map[string]*dest{}, kick: make(chan struct{}, 1), ctx: context.Background()}
+	return &Manager{o: o, msgs: map[uint64]*Message{}, dests: map[Dest]*dest{}, domainConns: map[string]int{}, kick: make(chan struct{}, 1), ctx: context.Background()}
 }
 
 // Run schedules until ctx ends, then waits for the workers.
@@ -266,18 +285,45 @@ func (q *Manager) Submit(r *spool.Record) {
 	q.msgs[m.MID] = m
 	for _, d := range order {
 		m.open++
-		j := &job{msg: m, dest: q.destLocked(d), rids: byDomain[d], index: -1}
+		j := &job{msg: m, dest: q.destLocked(Dest{Domain: d, Gateway: m.Env.Gateway}), rids: byDomain[d], index: -1}
 		q.readyLocked(j)
 	}
 }
 
-func (q *Manager) destLocked(domain string) *dest {
-	d := q.dests[domain]
+func (q *Manager) destLocked(k Dest) *dest {
+	d := q.dests[k]
 	if d == nil {
-		d = &dest{domain: domain, notify: make(chan struct{})}
-		q.dests[domain] = d
+		d = &dest{domain: k.Domain, gateway: k.Gateway, notify: make(chan struct{})}
+		q.dests[k] = d
 	}
 	return d
+}
+
+// profile returns the destination's profile with defaults filled in.
+func (q *Manager) profile(domain string) Profile {
+	p := q.o.Profile(domain)
+	if p.InitialRetry <= 0 {
+		p.InitialRetry = q.o.InitialRetry
+	}
+	if p.MaxRetryInterval <= 0 {
+		p.MaxRetryInterval = q.o.MaxRetryInterval
+	}
+	if p.MaxQueueLifetime <= 0 {
+		p.MaxQueueLifetime = q.o.MaxQueueLifetime
+	}
+	if p.MaxRetries <= 0 {
+		p.MaxRetries = q.o.MaxRetries
+	}
+	if p.MaxConcurrency <= 0 {
+		p.MaxConcurrency = 500
+	}
+	if p.MaxMessagesPerConnection <= 0 {
+		p.MaxMessagesPerConnection = 50
+	}
+	if p.BounceProfile == "" {
+		p.BounceProfile = "Default"
+	}
+	return p
 }
 
 // readyLocked puts a job on its destination's ready queue and starts a
@@ -291,9 +337,16 @@ func (q *Manager) readyLocked(j *job) {
 }
 
 func (q *Manager) spawnLocked(d *dest) {
-	p := q.o.Profile(d.domain)
-	for len(d.ready) > d.idle && d.active < p.MaxConcurrency && q.conns < q.o.MaxConnections && len(d.ready) > d.active-d.idle {
+	p := q.profile(d.domain)
+	active := func() int {
+		if p.LimitsPerGateway {
+			return d.active
+		}
+		return q.domainConns[d.domain]
+	}
+	for len(d.ready) > d.idle && active() < p.MaxConcurrency && q.conns < q.o.MaxConnections && len(d.ready) > d.active-d.idle {
 		d.active++
+		q.domainConns[d.domain]++
 		q.conns++
 		q.wg.Add(1)
 		go q.worker(d)
@@ -346,6 +399,7 @@ func (q *Manager) worker(d *dest) {
 	defer func() {
 		q.mu.Lock()
 		d.active--
+		q.domainConns[d.domain]--
 		q.conns--
 		q.spawnLocked(d)
 		for _, other := range q.dests {
@@ -368,13 +422,17 @@ func (q *Manager) worker(d *dest) {
 		q.failDest(d, first, 0, rerr, "")
 		return
 	}
+	if plan.Discard {
+		q.discardDest(d, first)
+		return
+	}
 	for _, n := range plan.Notes {
 		q.o.Log.Infof("%s", n)
 	}
 	var conn Conn
 	var lastErr error
 	for _, h := range plan.Hosts {
-		c, err := q.o.Dialer.Connect(ctx, d.domain, h)
+		c, err := q.o.Dialer.Connect(ctx, Dest{Domain: d.domain, Gateway: d.gateway}, h)
 		if err == nil {
 			conn = c
 			break
@@ -394,7 +452,7 @@ func (q *Manager) worker(d *dest) {
 	}
 	q.Stats.Connections.Add(1)
 	defer conn.Close()
-	max := q.o.Profile(d.domain).MaxMessagesPerConnection
+	max := q.profile(d.domain).MaxMessagesPerConnection
 	j := first
 	for sent := 0; j != nil; {
 		res := conn.Send(ctx, q.txn(j))
@@ -451,6 +509,29 @@ func (q *Manager) failDest(d *dest, first *job, dcid uint64, r *reply.Reply, hos
 	}
 }
 
+// discardDest drops the first job and every ready job of a destination
+// whose SMTP route is /dev/null: the recipients are final, and logged.
+func (q *Manager) discardDest(d *dest, first *job) {
+	jobs := []*job{first}
+	q.mu.Lock()
+	for _, j := range d.ready {
+		if !j.msg.deleted {
+			j.active = true
+			jobs = append(jobs, j)
+		}
+	}
+	d.ready = nil
+	q.mu.Unlock()
+	for _, j := range jobs {
+		q.o.Log.Infof("MID %d to RID %s discarded: SMTP route /dev/null for %s", j.msg.MID, ridString(j.rids), d.domain)
+		res := &TxnResult{Rcpt: make([]*reply.Reply, len(j.rids))}
+		for i := range res.Rcpt {
+			res.Rcpt[i] = &reply.Reply{Code: 250, Enhanced: "2.0.0", Text: "discarded by SMTP route /dev/null"}
+		}
+		q.outcome(j, 0, "/dev/null", res)
+	}
+}
+
 func (q *Manager) finish(j *job, conn Conn, res *TxnResult) {
 	q.outcome(j, conn.DCID(), conn.Host(), res)
 }
@@ -488,7 +569,8 @@ func (q *Manager) outcome(j *job, dcid uint64, host string, res *TxnResult) {
 	}
 	j.attempts++
 	now := q.o.Now()
-	expired := now.Sub(m.Env.Time) >= q.o.MaxQueueLifetime || j.attempts >= q.o.MaxRetries
+	prof := q.profile(j.dest.domain)
+	expired := now.Sub(m.Env.Time) >= prof.MaxQueueLifetime || j.attempts >= prof.MaxRetries
 	if len(deferred) > 0 && expired {
 		for i := range deferF {
 			last := deferF[i].Reply
@@ -539,16 +621,12 @@ func (q *Manager) outcome(j *job, dcid uint64, host string, res *TxnResult) {
 			q.o.Log.Delayed(dcid, m.MID, from, m.Env.Recipients[f.RID].Addr, f.RID, f.Reply.Class(), f.Reply.CodeString(), f.Reply.Text)
 		}
 		j.rids = deferred
-		delay := q.o.InitialRetry << min(j.attempts-1, 20)
-		if delay > q.o.MaxRetryInterval || delay <= 0 {
-			delay = q.o.MaxRetryInterval
+		delay := prof.InitialRetry << min(j.attempts-1, 20)
+		if delay > prof.MaxRetryInterval || delay <= 0 {
+			delay = prof.MaxRetryInterval
 		}
 		j.next = now.Add(delay)
-		prof := q.o.Profile(j.dest.domain).BounceProfile
-		if prof == "" {
-			prof = "Default"
-		}
-		q.o.Log.Pending(m.MID, deferred, j.next, prof)
+		q.o.Log.Pending(m.MID, deferred, j.next, prof.BounceProfile)
 		heap.Push(&q.retry, j)
 		select {
 		case q.kick <- struct{}{}:
@@ -738,6 +816,7 @@ func (q *Manager) dropJobsLocked(m *Message) {
 // DestInfo summarises a destination queue.
 type DestInfo struct {
 	Domain  string `json:"domain"`
+	Gateway string `json:"gateway,omitempty"`
 	Ready   int    `json:"ready"`
 	Active  int    `json:"connections"`
 	LastErr string `json:"last_error,omitempty"`
@@ -749,7 +828,7 @@ func (q *Manager) Destinations() []DestInfo {
 	defer q.mu.Unlock()
 	var out []DestInfo
 	for _, d := range q.dests {
-		out = append(out, DestInfo{Domain: d.domain, Ready: len(d.ready), Active: d.active, LastErr: d.lastErr})
+		out = append(out, DestInfo{Domain: d.domain, Gateway: d.gateway, Ready: len(d.ready), Active: d.active, LastErr: d.lastErr})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })
 	return out

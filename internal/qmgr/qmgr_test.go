@@ -98,8 +98,8 @@ func (p tablePlanner) Plan(_ context.Context, domain string) (*tlspolicy.Plan, *
 
 type dialer struct{ c *deliver.Client }
 
-func (d dialer) Connect(ctx context.Context, domain string, h tlspolicy.Host) (qmgr.Conn, error) {
-	c, err := d.c.Connect(ctx, domain, h)
+func (d dialer) Connect(ctx context.Context, dst qmgr.Dest, h tlspolicy.Host) (qmgr.Conn, error) {
+	c, err := d.c.Connect(ctx, dst.Domain, h)
 	if err != nil {
 		return nil, deliver.AsReply(err)
 	}

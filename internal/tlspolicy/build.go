@@ -43,8 +43,15 @@ type Input struct {
 	// MXs in order of preference (equal preferences already shuffled); for a
 	// domain without MX records, the domain itself (RFC 5321 §5.1).
 	MXs []MX
-	// Route, when non-nil, is the SMTP route for the domain.
-	Route []RouteHost
+	// Route, when non-nil, is the SMTP route for the domain (hosts already
+	// in the order to try); Discard is the /dev/null route.
+	Route   []RouteHost
+	Discard bool
+	// RouteSTS is the MTA-STS policy of the route hosts' own domain, when
+	// the route opted in (RFC 8461 §3.4); RouteSTSDomain names it.
+	RouteSTSState  STSState
+	RouteSTS       *STS
+	RouteSTSDomain string
 	// MTASTS is the profile's MTA-STS switch; STSState and STS what discovery found.
 	MTASTS   bool
 	STSState STSState
@@ -55,9 +62,39 @@ type Input struct {
 // message go over TLS 1.3 to mx2?": read it top to bottom.
 func Build(in Input) Plan {
 	p := Plan{Domain: in.Domain}
+	// 0. A /dev/null route: the mail is dropped (and logged) by the queue.
+	if in.Discard {
+		p.Source, p.Discard = SourceRoute, true
+		return p
+	}
 	// 1. An SMTP route: the route's hosts, the profile's TLS mode, and no
-	// DANE or MTA-STS (the route host was chosen by the administrator; a
-	// verify mode accepts its name).
+	// DANE or MTA-STS for the recipient domain (the route host was chosen
+	// by the administrator; a verify mode accepts its name). A route that
+	// opted in applies its own hosts' domain policy instead (RFC 8461 §3.4).
+	if in.Route != nil && in.RouteSTSDomain != "" {
+		p.Source = SourceRoute
+		if in.MTASTS {
+			p.Notes = append(p.Notes, "MTA-STS is not enforced for domains that have SMTP Routes configured")
+		}
+		switch {
+		case in.RouteSTSState == STSTempFail:
+			p.DeferCode, p.DeferText = "4.7.5", "MTA-STS policy for route host domain "+in.RouteSTSDomain+" could not be retrieved (temporary DNS or fetch failure)"
+			return p
+		case in.RouteSTSState == STSPolicy && in.RouteSTS.Mode == "enforce":
+			for _, r := range in.Route {
+				if !in.RouteSTS.Match(r.Host) {
+					p.Notes = append(p.Notes, "MTA-STS policy for the domain ("+in.RouteSTSDomain+") Failed: route host "+r.Host+" is not in the policy")
+					continue
+				}
+				p.Hosts = append(p.Hosts, Host{Name: r.Host, Port: r.Port, Pref: r.Priority, TLS: enforceReq(in.Mode, r.Host)})
+			}
+			if len(p.Hosts) == 0 {
+				p.DeferCode, p.DeferText = "4.4.8", "MTA-STS policy for "+in.RouteSTSDomain+" blocked delivery: no route host matches the policy"
+			}
+			return p
+		}
+		// No policy, testing or none: the route as configured.
+	}
 	if in.Route != nil {
 		p.Source = SourceRoute
 		for _, r := range in.Route {

@@ -51,6 +51,9 @@ type Host struct {
 	// Pref is the MX preference (or route priority); lower first.
 	Pref int
 	TLS  Requirement
+	// IPPreference is the profile's ip_preference ("prefer-ipv4", ...;
+	// "" keeps the resolver's order). It orders addresses within the host.
+	IPPreference string
 }
 
 // Plan is the whole decision for one destination domain.
@@ -64,6 +67,9 @@ type Plan struct {
 	// later with this enhanced code and text (e.g. "4.4.8", "no MX host
 	// matches the MTA-STS policy").
 	DeferCode, DeferText string
+	// Discard means an SMTP route sends the domain's mail to /dev/null:
+	// recipients are dropped (final, logged) without a connection.
+	Discard bool
 	// Notes are log lines explaining the decision (testing-mode findings,
 	// "MTA-STS is not enforced for domains that have SMTP Routes configured").
 	Notes []string
