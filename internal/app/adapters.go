@@ -156,3 +156,5 @@ func (c configAdmin) Rollback(id int, user string) (any, error) {
 }
 
 var errNoStore = errors.New("this server has no configuration store")
+
+func (c conn) RemoteIP() string { return c.c.RemoteAddr().Addr().String() }

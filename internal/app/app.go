@@ -150,8 +150,9 @@ func New(cfg *config.Config) (*App, error) {
 			p := c.Profile(domain)
 			b := c.BounceProfile(p.BounceProfile)
 			return qmgr.Profile{MaxConcurrency: p.MaxConcurrency, MaxMessagesPerConnection: p.MaxMessagesPerConnection,
-				LimitsPerGateway: p.LimitsApply == "virtual-gateway",
-				BounceProfile:    p.BounceProfile, InitialRetry: b.InitialRetry.D(), MaxRetryInterval: b.MaxRetryInterval.D(),
+				LimitsPerGateway: p.LimitsApply == "virtual-gateway", LimitsPerIP: p.LimitsScope == "mx-ip",
+				RecipientLimit: p.RecipientLimit.Count, RecipientWindow: time.Duration(p.RecipientLimit.Minutes) * time.Minute,
+				BounceProfile: p.BounceProfile, InitialRetry: b.InitialRetry.D(), MaxRetryInterval: b.MaxRetryInterval.D(),
 				MaxQueueLifetime: b.MaxQueueLifetime.D(), MaxRetries: b.MaxRetries}
 		},
 		Log: a.log, MaxConnections: cfg.Delivery.MaxConnections,

@@ -92,6 +92,8 @@ type Conn interface {
 	Close() error
 	DCID() uint64
 	Host() string
+	// RemoteIP is the address connected to (for per-MX-IP limits).
+	RemoteIP() string
 }
 
 // Txn is one transaction: one message to the recipients of one domain.
@@ -124,6 +126,12 @@ type Profile struct {
 	// LimitsPerGateway counts MaxConcurrency per virtual gateway instead
 	// of across all of them (limits_apply: virtual-gateway).
 	LimitsPerGateway bool
+	// RecipientLimit recipients at most per RecipientWindow (0: no limit),
+	// counted per destination domain, or per MX IP address when
+	// LimitsPerIP (limits_scope: mx-ip); per gateway when LimitsPerGateway.
+	RecipientLimit   int
+	RecipientWindow  time.Duration
+	LimitsPerIP      bool
 	BounceProfile    string
 	InitialRetry     time.Duration
 	MaxRetryInterval time.Duration
@@ -193,12 +201,14 @@ type Manager struct {
 	dests map[Dest]*dest
 	// domainConns counts connections per domain across gateways.
 	domainConns map[string]int
-	retry       retryHeap
-	conns       int
-	kick        chan struct{}
-	ctx         context.Context
-	wg          sync.WaitGroup
-	Stats       Stats
+	// rate holds the recipient-limit windows by key.
+	rate  map[string]*window
+	retry retryHeap
+	conns int
+	kick  chan struct{}
+	ctx   context.Context
+	wg    sync.WaitGroup
+	Stats Stats
 }
 
 // New makes a Manager; call Run to start it.
@@ -224,7 +234,7 @@ func New(o Options) *Manager {
 	if o.MaxRetries == 0 {
 		o.MaxRetries = 100
 	}
-	return &Manager{o: o, msgs: map[uint64]*Message{}, dests: map[Dest]*dest{}, domainConns: map[string]int{}, kick: make(chan struct{}, 1), ctx: context.Background()}
+	return &Manager{o: o, msgs: map[uint64]*Message{}, dests: map[Dest]*dest{}, domainConns: map[string]int{}, rate: map[string]*window{}, kick: make(chan struct{}, 1), ctx: context.Background()}
 }
 
 // Run schedules until ctx ends, then waits for the workers.
@@ -455,6 +465,11 @@ func (q *Manager) worker(d *dest) {
 	max := q.profile(d.domain).MaxMessagesPerConnection
 	j := first
 	for sent := 0; j != nil; {
+		if j = q.admit(j, conn); j == nil {
+			// Held back by the recipient limit; try the next job.
+			j = q.take(d, false)
+			continue
+		}
 		res := conn.Send(ctx, q.txn(j))
 		q.finish(j, conn, res)
 		sent++
@@ -463,6 +478,66 @@ func (q *Manager) worker(d *dest) {
 		}
 		j = q.take(d, true)
 	}
+}
+
+// window counts recipients sent in the current rate-limit window.
+type window struct {
+	start time.Time
+	used  int
+}
+
+// admit applies the destination's recipient limit to a job about to be
+// sent on conn: it returns the job (possibly with fewer recipients, the
+// rest split off and held) or nil when the whole job is held back until the
+// window ends. Held recipients are deferred without counting as an attempt
+// and are never bounced for it.
+func (q *Manager) admit(j *job, conn Conn) *job {
+	p := q.profile(j.dest.domain)
+	if p.RecipientLimit <= 0 || p.RecipientWindow <= 0 {
+		return j
+	}
+	key := "d:" + j.dest.domain
+	if p.LimitsPerIP {
+		key = "ip:" + conn.RemoteIP()
+	}
+	if p.LimitsPerGateway {
+		key += "|" + j.dest.gateway
+	}
+	now := q.o.Now()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	w := q.rate[key]
+	if w == nil || now.Sub(w.start) >= p.RecipientWindow {
+		w = &window{start: now}
+		q.rate[key] = w
+	}
+	room := p.RecipientLimit - w.used
+	if room >= len(j.rids) {
+		w.used += len(j.rids)
+		return j
+	}
+	until := w.start.Add(p.RecipientWindow)
+	held := j
+	if room > 0 {
+		// Send what fits now; the rest waits for the next window.
+		held = &job{msg: j.msg, dest: j.dest, rids: j.rids[room:], attempts: j.attempts, index: -1}
+		j.msg.open++
+		j.rids = j.rids[:room]
+		w.used += room
+	}
+	held.active = false
+	held.next = until
+	q.o.Log.Infof("MID %d to RID %s held: recipient limit of %d per %s reached for %s, next attempt %s", held.msg.MID, ridString(held.rids),
+		p.RecipientLimit, p.RecipientWindow, j.dest.domain, until.Format("Mon Jan _2 15:04:05 2006"))
+	heap.Push(&q.retry, held)
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+	if room > 0 {
+		return j
+	}
+	return nil
 }
 
 func asReply(err error) *reply.Reply {

@@ -116,9 +116,10 @@ func (c conn) Send(ctx context.Context, t *qmgr.Txn) *qmgr.TxnResult {
 	r := c.c.Send(ctx, m)
 	return &qmgr.TxnResult{Rcpt: r.Rcpt, Data: r.Data, Broken: r.Broken}
 }
-func (c conn) Close() error { return c.c.Close() }
-func (c conn) DCID() uint64 { return c.c.DCID() }
-func (c conn) Host() string { return c.c.Host() }
+func (c conn) Close() error     { return c.c.Close() }
+func (c conn) RemoteIP() string { return c.c.RemoteAddr().Addr().String() }
+func (c conn) DCID() uint64     { return c.c.DCID() }
+func (c conn) Host() string     { return c.c.Host() }
 
 type bounces struct {
 	mu   sync.Mutex
@@ -278,5 +279,35 @@ func TestPermanentFailureBouncesAndQueueOps(t *testing.T) {
 	}
 	if err := h.q.Delete(999); err == nil {
 		t.Fatal("deleting an unknown MID succeeded")
+	}
+}
+
+func TestRecipientRateLimitHoldsBackWithoutBouncing(t *testing.T) {
+	rc := newReceiver(t, 0)
+	prof := qmgr.Profile{MaxConcurrency: 5, MaxMessagesPerConnection: 100, RecipientLimit: 4, RecipientWindow: 1500 * time.Millisecond}
+	h := start(t, tablePlanner{"slow.test": rc.addr}, prof, qmgr.Options{IdleReuse: 100 * time.Millisecond})
+	h.submit(t, "a@slow.test", "b@slow.test", "c@slow.test") // 3 recipients in one transaction
+	for i := 0; i < 4; i++ {
+		h.submit(t, fmt.Sprintf("u%d@slow.test", i))
+	}
+	// 7 recipients, 4 per window: the first window carries at most 4.
+	time.Sleep(700 * time.Millisecond)
+	rcpts := func() int {
+		in := 0
+		for _, m := range h.q.List() {
+			for _, r := range m.Recipients {
+				if r.State != "delivered" {
+					in++
+				}
+			}
+		}
+		return 7 - in
+	}
+	if got := rcpts(); got > 4 {
+		t.Fatalf("%d recipients delivered in the first window, limit 4", got)
+	}
+	eventually(t, 10*time.Second, "all delivered after the window", func() bool { n, _ := h.q.Size(); return n == 0 })
+	if h.b.n() != 0 {
+		t.Fatal("the rate limit bounced mail")
 	}
 }
