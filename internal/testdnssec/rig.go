@@ -184,6 +184,13 @@ func (r *Rig) writeZone(bin map[string]string, z *Zone) error {
 	for _, rr := range z.Records {
 		b.WriteString(rr + "\n")
 	}
+	// A ServFail name is delegated (without DS) to the broken authority,
+	// as a real broken subzone would be; otherwise the zone's NSEC chain
+	// would prove it does not exist and a validating resolver would
+	// answer NXDOMAIN from its cache (aggressive NSEC, RFC 8198).
+	for _, n := range z.ServFail {
+		fmt.Fprintf(&b, "%s IN NS ns.servfail.invalid.\n", fqdn(n, z.Name))
+	}
 	unsigned := filepath.Join(r.dir, z.Name+".zone")
 	if err := os.WriteFile(unsigned, []byte(b.String()), 0o644); err != nil {
 		return err

@@ -20,7 +20,8 @@ func TestRig(t *testing.T) {
 			"_25._tcp.mx IN TLSA 3 1 1 " + tlsaData,
 			"bad IN A 127.0.0.2",
 			"_25._tcp.bad IN TLSA 3 1 1 " + tlsaData,
-		}, Bogus: []string{"_25._tcp.bad TLSA"}, ServFail: []string{"_25._tcp.down"}},
+			"mx2 IN A 127.0.0.1",
+		}, Bogus: []string{"_25._tcp.bad TLSA"}, ServFail: []string{"_25._tcp.down", "_25._tcp.mx2"}},
 		Zone{Name: "insecure.test", Records: []string{
 			"@ IN MX 10 mx",
 			"mx IN A 127.0.0.1",
@@ -43,6 +44,8 @@ func TestRig(t *testing.T) {
 		{"bad.secure.test", dns.TypeA, dns.RcodeSuccess, true, 1},                // its TLSA is bogus, not its A
 		{"_25._tcp.bad.secure.test", dns.TypeTLSA, dns.RcodeServerFailure, false, 0},
 		{"_25._tcp.down.secure.test", dns.TypeTLSA, dns.RcodeServerFailure, false, 0},
+		{"mx2.secure.test", dns.TypeA, dns.RcodeSuccess, true, 1},
+		{"_25._tcp.mx2.secure.test", dns.TypeTLSA, dns.RcodeServerFailure, false, 0}, // not denied by cached NSEC
 		{"insecure.test", dns.TypeMX, dns.RcodeSuccess, false, 1},
 		{"_25._tcp.mx.insecure.test", dns.TypeTLSA, dns.RcodeSuccess, false, 1},
 		{"_25._tcp.nomx.insecure.test", dns.TypeTLSA, dns.RcodeNameError, false, 0},
