@@ -19,7 +19,9 @@ func TestDANELines(t *testing.T) {
 		{func(l *Logger) {
 			l.DANEEncryptOnly("example.com", "mx1.example.com", "TLSA records present but none usable (1 1 1)")
 		}, "Info: DANE: TLS required without authentication for MX(mx1.example.com) in example.com: TLSA records present but none usable (1 1 1)"},
-		{func(l *Logger) { l.DANESkipMX("example.com", "mx1.example.com", "TLSA lookup failed: bogus (SERVFAIL)") },
+		{func(l *Logger) {
+			l.DANESkipMX("example.com", "mx1.example.com", "TLSA lookup failed: bogus (SERVFAIL)")
+		},
 			"Info: DANE: skipping MX(mx1.example.com) in example.com: TLSA lookup failed: bogus (SERVFAIL)"},
 		{func(l *Logger) {
 			l.DANEDeferred("example.com", "4.7.4", "DANE is mandatory but the MX records are not DNSSEC-signed")
