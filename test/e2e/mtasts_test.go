@@ -396,6 +396,11 @@ func TestMTASTSEnforceDeliversOnlyToMatchingMX(t *testing.T) {
 	if n := w.ps.hitCount(D); n != 2 {
 		t.Errorf("policy host got %d requests after the flush, want 2", n)
 	}
+	// refresh looks up and fetches now.
+	out, err = w.d.cli("mta-sts", "cache", "refresh", D)
+	if err != nil || !strings.Contains(out, "20250101T000000") || w.ps.hitCount(D) != 3 {
+		t.Errorf("cache refresh: %v, %d policy requests, want 3\n%s", err, w.ps.hitCount(D), out)
+	}
 	noMail(t, "mx.rogue.test", rogue)
 }
 
