@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +40,9 @@ func (d dialer) Connect(ctx context.Context, dst qmgr.Dest, h tlspolicy.Host) (q
 			d.a.tlsOutcomes.WithLabelValues("failed", mode).Inc()
 		}
 		r := deliver.AsReply(err)
+		if errors.As(err, &de) && (de.Stage == deliver.StageTLS || strings.HasPrefix(r.Enhanced, "4.7.")) {
+			d.a.tlsRequiredFailed(domain, h, r.String())
+		}
 		if why != "" {
 			// Say in the Delayed line and the eventual DSN that MTA-STS held it.
 			r2 := *r

@@ -59,7 +59,8 @@ type App struct {
 	// swaps it whole, so a reader sees one consistent generation.
 	cur atomic.Pointer[runtime]
 
-	store *configstore.Store
+	store  *configstore.Store
+	alerts tlsAlerts
 
 	// mu serialises Apply and guards listeners.
 	mu        sync.Mutex
@@ -152,6 +153,7 @@ func New(cfg *config.Config) (*App, error) {
 			return qmgr.Profile{MaxConcurrency: p.MaxConcurrency, MaxMessagesPerConnection: p.MaxMessagesPerConnection,
 				LimitsPerGateway: p.LimitsApply == "virtual-gateway", LimitsPerIP: p.LimitsScope == "mx-ip",
 				RecipientLimit: p.RecipientLimit.Count, RecipientWindow: time.Duration(p.RecipientLimit.Minutes) * time.Minute,
+				DelayWarnCount: delayCount(b), DelayWarnInterval: b.DelayWarnings.Interval.D(),
 				BounceProfile: p.BounceProfile, InitialRetry: b.InitialRetry.D(), MaxRetryInterval: b.MaxRetryInterval.D(),
 				MaxQueueLifetime: b.MaxQueueLifetime.D(), MaxRetries: b.MaxRetries}
 		},
@@ -488,13 +490,21 @@ func (b *bouncer) Bounce(ctx context.Context, m *qmgr.Message, failed []qmgr.Fai
 	if bp.BounceAddress != "" {
 		to = bp.BounceAddress // the profile's alternate bounce recipient
 	}
+	delayed := action == "delayed"
 	rep := &dsn.Report{ReportingMTA: cfg.Hostname, EnvID: m.Env.EnvID, ArrivalDate: m.Env.Time, Sender: m.Env.From, RET: m.Env.RET}
 	for _, f := range failed {
 		rc := m.Env.Recipients[f.RID]
-		if !rc.Notify.WantsFailure() {
+		if (!delayed && !rc.Notify.WantsFailure()) || (delayed && !rc.Notify.WantsDelay()) {
 			continue
 		}
 		st := f.Reply.Class()
+		if delayed {
+			st = "4" + st[1:]
+			rep.Recipients = append(rep.Recipients, dsn.Recipient{Addr: rc.Addr, ORCPT: rc.ORCPT, Action: "delayed", Status: st,
+				RemoteMTA: f.RemoteMTA, Diagnostic: diagnostic(f), LastAttempt: time.Now(), Reason: reasonText(f),
+				WillRetryUntil: m.Env.Time.Add(bp.MaxQueueLifetime.D())})
+			continue
+		}
 		if st[0] != '5' {
 			st = "5" + st[1:]
 		}
@@ -529,6 +539,20 @@ func (b *bouncer) Bounce(ctx context.Context, m *qmgr.Message, failed []qmgr.Fai
 	a.log.MIDQueued(mid)
 	a.q.Submit(&spool.Record{MID: mid, Env: *env, Size: n, States: make([]spool.State, 1)})
 	return nil
+}
+
+func diagnostic(f qmgr.Failure) string {
+	if f.Reply.Remote {
+		return "smtp; " + f.Reply.String()
+	}
+	return ""
+}
+
+func delayCount(b config.Bounce) int {
+	if b.DelayWarnings == nil || !b.DelayWarnings.Enabled {
+		return 0
+	}
+	return b.DelayWarnings.Count
 }
 
 func reasonText(f qmgr.Failure) string {

@@ -129,14 +129,18 @@ type Profile struct {
 	// RecipientLimit recipients at most per RecipientWindow (0: no limit),
 	// counted per destination domain, or per MX IP address when
 	// LimitsPerIP (limits_scope: mx-ip); per gateway when LimitsPerGateway.
-	RecipientLimit   int
-	RecipientWindow  time.Duration
-	LimitsPerIP      bool
-	BounceProfile    string
-	InitialRetry     time.Duration
-	MaxRetryInterval time.Duration
-	MaxQueueLifetime time.Duration
-	MaxRetries       int
+	RecipientLimit  int
+	RecipientWindow time.Duration
+	LimitsPerIP     bool
+	BounceProfile   string
+	// DelayWarnings sends up to DelayWarnCount "delayed" DSNs, one per
+	// DelayWarnInterval of queue time (0: off).
+	DelayWarnCount    int
+	DelayWarnInterval time.Duration
+	InitialRetry      time.Duration
+	MaxRetryInterval  time.Duration
+	MaxQueueLifetime  time.Duration
+	MaxRetries        int
 }
 
 // Options configure a Manager.
@@ -166,6 +170,7 @@ type Message struct {
 	LastReply []*reply.Reply
 	open      int // jobs not finished
 	deleted   bool
+	warned    atomic.Int32 // delay DSNs sent
 }
 
 type job struct {
@@ -679,6 +684,14 @@ func (q *Manager) outcome(j *job, dcid uint64, host string, res *TxnResult) {
 				slog.Error("qmgr: recording bounce", "mid", m.MID, "err", err)
 			}
 			q.Stats.Bounced.Add(int64(len(bounced)))
+		}
+	}
+	if len(deferred) > 0 && q.o.Bouncer != nil && prof.DelayWarnCount > 0 && prof.DelayWarnInterval > 0 {
+		n := m.warned.Load()
+		if int(n) < prof.DelayWarnCount && now.Sub(m.Env.Time) >= prof.DelayWarnInterval*time.Duration(n+1) && m.warned.CompareAndSwap(n, n+1) {
+			if err := q.o.Bouncer.Bounce(q.context(), m, deferF, "delayed"); err != nil {
+				slog.Error("qmgr: storing delay DSN failed", "mid", m.MID, "err", err)
+			}
 		}
 	}
 	q.mu.Lock()
