@@ -60,6 +60,10 @@ commands:
                                    status and whether the answer was DNSSEC-validated (AD)
   tlsverify DOMAIN                 STARTTLS to each MX of DOMAIN under its destination
                                    profile: protocol, cipher, certificate, verdict
+  destconfig [OP ...]              Destination Controls: interactive menu, or new|edit|delete|
+                                   default|list|detail|clear|import|export|setup (pending until commit)
+  smtproutes [OP ...]              SMTP routes: interactive, or new|edit|delete|print|clear|import|export
+  bounceconfig [OP ...]            bounce profiles: interactive, or new|edit NAME key=value...|delete|list
   version                          print the version
 `
 
@@ -167,6 +171,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return digCmd(cfgPath, rest, stdout, stderr)
 	case "tlsverify":
 		return tlsverifyCmd(cfgPath, rest, stdout, stderr)
+	case "destconfig":
+		return destconfigCmd(cfgPath, rest, os.Stdin, stdout, stderr)
+	case "smtproutes":
+		return smtproutesCmd(cfgPath, rest, os.Stdin, stdout, stderr)
+	case "bounceconfig":
+		return bounceconfigCmd(cfgPath, rest, os.Stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "outpost", version)
 		return 0
