@@ -271,10 +271,16 @@ func Decide(in Inputs) Decision {
 	return Decision{Action: Authenticate, Records: usable, Reason: "secure TLSA records found (" + params(usable) + ")", Clause: "RFC 7672 §2.2"}
 }
 
+// params lists records by their parameters ("3 1 1, 2 0 1"), marking a
+// record whose parameters are known but whose data cannot match
+// ("3 1 1 malformed": a digest of the wrong length).
 func params(rs []TLSA) string {
 	s := make([]string, len(rs))
 	for i, r := range rs {
 		s[i] = r.String()
+		if !r.Usable() && (r.Usage == DANEEE || r.Usage == DANETA) && r.Selector <= SelectorSPKI && r.MatchingType <= MatchSHA512 {
+			s[i] += " malformed"
+		}
 	}
 	return strings.Join(s, ", ")
 }

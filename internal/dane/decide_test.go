@@ -270,3 +270,10 @@ func TestLookupAsksOnlyWhatIsNeeded(t *testing.T) {
 		t.Fatalf("off: %+v %v", d, f.calls)
 	}
 }
+
+func TestCheckResolvers(t *testing.T) {
+	w := CheckResolvers([]string{"127.0.0.1:53", "[::1]:53", "127.0.0.53", "192.0.2.1:53", "resolver.example:53"})
+	if len(w) != 2 || !strings.Contains(w[0], "192.0.2.1:53") || !strings.Contains(w[1], "resolver.example") {
+		t.Fatalf("%q", w)
+	}
+}

@@ -3,7 +3,9 @@ package dane
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
+	"strings"
 
 	"outpost/internal/resolver"
 )
@@ -94,4 +96,23 @@ func LookupHost(ctx context.Context, r Resolver, setting Setting, mx State, host
 	}
 	h.Decision = Decide(h.Inputs)
 	return h
+}
+
+// CheckResolvers returns one warning per configured resolver ("host:port"
+// or a bare address) that is not on loopback. The AD bit DANE relies on is
+// only as trustworthy as the path to the validating resolver (RFC 7672
+// §2.1.3); `config check` prints these when a profile enables DANE.
+func CheckResolvers(servers []string) []string {
+	var out []string
+	for _, s := range servers {
+		host := s
+		if h, _, err := net.SplitHostPort(s); err == nil {
+			host = h
+		}
+		a, err := netip.ParseAddr(strings.Trim(host, "[]"))
+		if err != nil || !a.Unmap().IsLoopback() {
+			out = append(out, "resolver "+s+" is not on loopback: its DNSSEC (AD bit) answers cannot be trusted for DANE; run a validating resolver such as unbound on 127.0.0.1")
+		}
+	}
+	return out
 }
