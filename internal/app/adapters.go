@@ -60,13 +60,22 @@ func (d dialer) Connect(ctx context.Context, dst qmgr.Dest, h tlspolicy.Host) (q
 	} else {
 		d.a.tlsOutcomes.WithLabelValues("plaintext", mode).Inc()
 	}
-	return conn{c}, nil
+	return conn{c: c, a: d.a}, nil
 }
 
-type conn struct{ c *deliver.Conn }
+type conn struct {
+	c *deliver.Conn
+	a *App
+}
 
 func (c conn) Send(ctx context.Context, t *qmgr.Txn) *qmgr.TxnResult {
-	m := &deliver.Message{MID: t.MID, From: t.Env.From, RET: t.Env.RET, EnvID: t.Env.EnvID,
+	from := t.Env.From
+	if rt := c.a.cur.Load(); rt.cfg.Profile(t.Dest).BounceVerification {
+		// Bounce verification tagging at each attempt; the null sender and
+		// already-tagged addresses are left alone.
+		from = rt.bv.Tag(from, time.Now())
+	}
+	m := &deliver.Message{MID: t.MID, From: from, RET: t.Env.RET, EnvID: t.Env.EnvID,
 		SMTPUTF8: t.Env.SMTPUTF8, EightBit: t.Env.Body8Bit, Size: t.Size, Body: t.Open}
 	for _, rid := range t.RIDs {
 		r := t.Env.Recipients[rid]

@@ -33,6 +33,7 @@ import (
 	"outpost/internal/maillog"
 	"outpost/internal/mtasts"
 	"outpost/internal/planner"
+	"outpost/internal/prvs"
 	"outpost/internal/qmgr"
 	"outpost/internal/reply"
 	"outpost/internal/resolver"
@@ -77,6 +78,8 @@ type runtime struct {
 	client *deliver.Client
 	// gateways are delivery clients bound to virtual gateway sources.
 	gateways map[string]*deliver.Client
+	// bv tags senders and checks bounces (bounce verification).
+	bv *prvs.Keys
 }
 
 // listener is one running SMTP listener and the configuration it runs.
@@ -174,6 +177,9 @@ func (a *App) build(cfg *config.Config) (*runtime, error) {
 	rt := &runtime{cfg: cfg, gateways: map[string]*deliver.Client{}}
 	rt.dns = resolver.New(cfg.DNS.Resolvers, resolver.WithTimeout(cfg.DNS.Timeout.D()), resolver.WithLog(a.log))
 	var err error
+	if rt.bv, err = prvs.NewKeys(cfg.BounceVerification.Keys); err != nil {
+		return nil, fmt.Errorf("bounce_verification: %w", err)
+	}
 	if rt.roots, err = trustStore(cfg.TLS); err != nil {
 		return nil, err
 	}
@@ -214,6 +220,13 @@ func (a *App) newListener(cfg *config.Config, i int) (*listener, error) {
 			return nil, fmt.Errorf("listener %s tls: %w", l.Address, err)
 		}
 		sc.TLS = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
+	}
+	if l.RejectInvalidBounces {
+		// Read the live generation so a key change applies at commit.
+		sc.BounceCheck = func(rcpt string) (string, error) {
+			rt := a.cur.Load()
+			return (&prvs.Checker{Keys: rt.bv, Domains: rt.cfg.BounceVerification.Domains}).Check(rcpt)
+		}
 	}
 	s, err := smtpd.New(sc)
 	if err != nil {

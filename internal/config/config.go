@@ -519,13 +519,20 @@ func (c *Config) finish() error {
 			bad("listeners[%d].reject_invalid_bounces needs bounce_verification.keys", i)
 		}
 	}
+	var prevAdded time.Time
 	for i, k := range c.BounceVerification.Keys {
 		if len(k.Key) < 16 {
 			bad("bounce_verification.keys[%d].key: at least 16 characters", i)
 		}
-		if _, err := time.Parse("2006-01-02", k.Added); err != nil {
+		added, err := time.Parse("2006-01-02", k.Added)
+		if err != nil {
 			bad("bounce_verification.keys[%d].added %q: want YYYY-MM-DD", i, k.Added)
+			continue
 		}
+		if added.Before(prevAdded) {
+			bad("bounce_verification.keys[%d].added %s: keys must be listed oldest first", i, k.Added)
+		}
+		prevAdded = added
 	}
 	if c.TLS.Alert.Interval == 0 {
 		c.TLS.Alert.Interval = Duration(time.Hour)
