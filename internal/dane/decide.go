@@ -262,19 +262,19 @@ func Decide(in Inputs) Decision {
 		// unusable records still means the server does TLS: TLS is
 		// mandatory, without DANE authentication.
 		if in.Setting == Mandatory {
-			return Decision{Action: Defer, Code: "4.7.4", Reason: "DANE is mandatory but the MX host's TLSA records are all unusable (" + params(in.Records) + ")", Clause: "RFC 7672 §3.1.3"}
+			return Decision{Action: Defer, Code: "4.7.4", Reason: "DANE is mandatory but the MX host's TLSA records are all unusable (" + Params(in.Records) + ")", Clause: "RFC 7672 §3.1.3"}
 		}
-		return Decision{Action: Encrypt, Reason: "TLSA records present but none usable (" + params(in.Records) + "): TLS required without DANE authentication", Clause: "RFC 7672 §3.1.3"}
+		return Decision{Action: Encrypt, Reason: "TLSA records present but none usable (" + Params(in.Records) + "): TLS required without DANE authentication", Clause: "RFC 7672 §3.1.3"}
 	}
 	// RFC 7672 §2.2: usable, secure TLSA records: TLS is mandatory and
 	// the server must be authenticated by them (§3).
-	return Decision{Action: Authenticate, Records: usable, Reason: "secure TLSA records found (" + params(usable) + ")", Clause: "RFC 7672 §2.2"}
+	return Decision{Action: Authenticate, Records: usable, Reason: "secure TLSA records found (" + Params(usable) + ")", Clause: "RFC 7672 §2.2"}
 }
 
-// params lists records by their parameters ("3 1 1, 2 0 1"), marking a
+// Params lists records by their parameters ("3 1 1, 2 0 1"), marking a
 // record whose parameters are known but whose data cannot match
 // ("3 1 1 malformed": a digest of the wrong length).
-func params(rs []TLSA) string {
+func Params(rs []TLSA) string {
 	s := make([]string, len(rs))
 	for i, r := range rs {
 		s[i] = r.String()

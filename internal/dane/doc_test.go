@@ -26,7 +26,7 @@ func docTable() []string {
 	for i, row := range decideRows {
 		tlsa := cell(row.in.TLSA)
 		if len(row.in.Records) > 0 {
-			tlsa += ": " + params(row.in.Records)
+			tlsa += ": " + Params(row.in.Records)
 		}
 		in := row.in
 		in.Setting = Opportunistic
