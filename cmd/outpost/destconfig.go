@@ -985,8 +985,13 @@ func (s *destSession) do(op string, raw, eff *config.Config) error {
 	p := s.p
 	switch op {
 	case "NEW":
-		dom, err := p.text("Enter the domain you wish to configure.", "", func(a string) string { return checkNewDomain(raw, normDomain(a)) })
-		if err != nil {
+		dom, err := p.text("Enter the domain you wish to configure.", "", func(a string) string {
+			if a == "" {
+				return "" // back to the menu
+			}
+			return checkNewDomain(raw, normDomain(a))
+		})
+		if err != nil || dom == "" {
 			return err
 		}
 		dom = normDomain(dom)
@@ -999,12 +1004,12 @@ func (s *destSession) do(op string, raw, eff *config.Config) error {
 		}
 		dom, err := p.text(fmt.Sprintf("Enter the domain you wish to %s.", verb), "", func(a string) string {
 			d := normDomain(a)
-			if d == "" || d == "default" || raw.Destinations[d] == nil {
+			if d != "" && (d == "default" || raw.Destinations[d] == nil) {
 				return notFound(a)
 			}
 			return ""
 		})
-		if err != nil {
+		if err != nil || dom == "" {
 			return err
 		}
 		dom = normDomain(dom)

@@ -584,7 +584,7 @@ func (s *routeSession) do(op string, raw, eff *config.Config) error {
 	p := s.p
 	pickRoute := func(verb string) (string, error) {
 		d, err := p.text(fmt.Sprintf("Enter the domain you wish to %s.", verb), "", func(a string) string {
-			if raw.SMTPRoutes[routeName(a)] == nil {
+			if a != "" && raw.SMTPRoutes[routeName(a)] == nil {
 				return fmt.Sprintf("%q was not found in the routing table.", a)
 			}
 			return ""
@@ -595,19 +595,27 @@ func (s *routeSession) do(op string, raw, eff *config.Config) error {
 	case "NEW":
 		dom, err := p.text("Enter the domain for which you want to set up a permanent route.\n"+
 			"Partial hostnames such as \".example.com\" are allowed.\n"+
-			"Use \"ALL\" for the default route.", "", func(a string) string { return checkRouteDomain(raw, routeName(a)) })
-		if err != nil {
+			"Use \"ALL\" for the default route.", "", func(a string) string {
+			if a == "" {
+				return "" // back to the menu
+			}
+			return checkRouteDomain(raw, routeName(a))
+		})
+		if err != nil || dom == "" {
 			return err
 		}
 		dom = routeName(dom)
 		var r *config.Route
 		if _, err := s.askHosts(dom, func(a string) string {
+			if a == "" {
+				return "" // back to the menu
+			}
 			var err error
 			if r, err = parseRouteHosts(a, nil); err != nil {
 				return err.Error()
 			}
 			return ""
-		}); err != nil {
+		}); err != nil || r == nil {
 			return err
 		}
 		if len(r.Hosts) > 0 {
@@ -629,7 +637,7 @@ func (s *routeSession) do(op string, raw, eff *config.Config) error {
 			return nil
 		}
 		dom, err := pickRoute("edit")
-		if err != nil {
+		if err != nil || dom == "" {
 			return err
 		}
 		cur := raw.SMTPRoutes[dom]
@@ -650,6 +658,9 @@ func (s *routeSession) do(op string, raw, eff *config.Config) error {
 		}
 		var r *config.Route
 		check := func(a string) string {
+			if a == "" {
+				return "" // back to the menu
+			}
 			var err error
 			if r, err = editRoute(cur, sub, a); err != nil {
 				return err.Error()
@@ -666,6 +677,9 @@ func (s *routeSession) do(op string, raw, eff *config.Config) error {
 		} else if _, err := s.askHosts(dom, check); err != nil {
 			return err
 		}
+		if r == nil {
+			return nil
+		}
 		if err := setRoute(s.st, dom, r); err != nil {
 			return err
 		}
@@ -677,7 +691,7 @@ func (s *routeSession) do(op string, raw, eff *config.Config) error {
 			return nil
 		}
 		dom, err := pickRoute("delete")
-		if err != nil {
+		if err != nil || dom == "" {
 			return err
 		}
 		if dom == "ALL" {
