@@ -28,6 +28,13 @@ func (d dialer) Connect(ctx context.Context, dst qmgr.Dest, h tlspolicy.Host) (q
 		client = g
 	}
 	domain := dst.Domain
+	if p := rt.cfg.Profile(domain); p.LimitsScope == "mx-ip" {
+		gw := ""
+		if p.LimitsApply == "virtual-gateway" {
+			gw = dst.Gateway
+		}
+		ctx = withIPLimit(ctx, p.MaxConcurrency, gw)
+	}
 	c, err := client.Connect(ctx, domain, h)
 	mode := h.TLS.Mode.String()
 	if h.TLS.Source == tlspolicy.SourceMTASTS {

@@ -62,6 +62,7 @@ type App struct {
 
 	store  *configstore.Store
 	alerts tlsAlerts
+	ipLim  ipLimits
 
 	// mu serialises Apply and guards listeners.
 	mu        sync.Mutex
@@ -196,12 +197,14 @@ func (a *App) build(cfg *config.Config) (*runtime, error) {
 		Resolver: rt.dns, Log: a.log, NextDCID: a.ids.next,
 		Timeouts: deliver.Timeouts{Connect: cfg.Delivery.ConnectTimeout.D()},
 	}
+	var plain net.Dialer
+	opts.Dial = a.ipLim.dial(plain.DialContext)
 	rt.client = deliver.New(opts)
 	for name, g := range cfg.VirtualGateways {
 		src, _ := netip.ParseAddr(g.Source)
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
 		o := opts
-		o.Dial = d.DialContext
+		o.Dial = a.ipLim.dial(d.DialContext)
 		rt.gateways[name] = deliver.New(o)
 	}
 	return rt, nil

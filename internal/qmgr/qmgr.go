@@ -359,7 +359,13 @@ func (q *Manager) spawnLocked(d *dest) {
 		}
 		return q.domainConns[d.domain]
 	}
-	for len(d.ready) > d.idle && active() < p.MaxConcurrency && q.conns < q.o.MaxConnections && len(d.ready) > d.active-d.idle {
+	limit := p.MaxConcurrency
+	if p.LimitsPerIP {
+		// The limit is per MX IP address, enforced where the address is
+		// known (the Dialer); here only the overall bound applies.
+		limit = 1000
+	}
+	for len(d.ready) > d.idle && active() < limit && q.conns < q.o.MaxConnections && len(d.ready) > d.active-d.idle {
 		d.active++
 		q.domainConns[d.domain]++
 		q.conns++
