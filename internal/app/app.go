@@ -128,7 +128,7 @@ func New(cfg *config.Config) (*App, error) {
 		return nil, fmt.Errorf("MTA-STS policy cache: %w", err)
 	}
 	a.sts, err = mtasts.New(context.Background(), mtasts.Options{Resolver: DNSAdapter{rt.dns}, Store: a.stsStore, Roots: rt.roots,
-		FetchTimeout: cfg.MTASTS.FetchTimeout.D(), Proxy: proxy, DialContext: ResolverDial(rt.dns, proxy), DisableRefresh: !*cfg.MTASTS.Refresh, Log: a.log})
+		FetchTimeout: cfg.MTASTS.FetchTimeout.D(), Proxy: proxy, DialContext: ResolverDial(rt.dns, proxy), DisableRefresh: !*cfg.MTASTS.Refresh, Log: a.log, ResolverLogsQueries: true})
 	if err != nil {
 		return nil, fmt.Errorf("MTA-STS: %w", err)
 	}

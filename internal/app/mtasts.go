@@ -110,7 +110,11 @@ type stsLookup struct {
 
 func (s stsLookup) Lookup(ctx context.Context, domain string) (tlspolicy.STSState, *tlspolicy.STS) {
 	res, err := s.m.Get(ctx, domain)
-	return s.convert(domain, res, err)
+	st, sts := s.convert(domain, res, err)
+	if st == tlspolicy.STSPolicy {
+		s.log.MTASTSApplying(domain)
+	}
+	return st, sts
 }
 
 // Recheck implements planner.STSRechecker (RFC 8461 §5.1).
@@ -134,7 +138,6 @@ func (s stsLookup) convert(domain string, res mtasts.Result, err error) (tlspoli
 	default:
 		return tlspolicy.STSNoPolicy, nil
 	}
-	s.log.MTASTSApplying(domain)
 	r := res
 	return tlspolicy.STSPolicy, &tlspolicy.STS{Mode: mode, Match: r.Matches, Cached: res.Source == mtasts.SourceCache}
 }

@@ -120,6 +120,10 @@ type Options struct {
 	RefreshScanInterval time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// ResolverLogsQueries says the Resolver already writes a Debug
+	// "DNS query" line for each network query, so the manager must not
+	// write its own.
+	ResolverLogsQueries bool
 	// Log receives the MTA-STS mail-log lines; nil discards them.
 	Log *maillog.Logger
 }
@@ -355,7 +359,9 @@ func (m *Manager) discover(ctx context.Context, d string, kind discoverKind) (Re
 	m.mu.Unlock()
 
 	// RFC 8461 §3.1: policy discovery starts at the _mta-sts TXT record.
-	m.o.Log.MTASTSTXTQuery(d)
+	if !m.o.ResolverLogsQueries {
+		m.o.Log.MTASTSTXTQuery(d)
+	}
 	tctx, cancel := context.WithTimeout(ctx, m.o.FetchTimeout)
 	txts, err := m.o.Resolver.LookupTXT(tctx, "_mta-sts."+d)
 	cancel()

@@ -68,6 +68,7 @@ type zone struct {
 	txt      map[string][]string
 	servfail map[string]bool
 	nullMX   map[string]bool
+	aaaa     map[string][]net.IP // set by addAAAA
 	addr     string
 	srv      *dns.Server
 }
@@ -97,6 +98,16 @@ func (z *zone) addA(host, ip string) {
 	z.a[dns.Fqdn(host)] = append(z.a[dns.Fqdn(host)], net.ParseIP(ip))
 }
 
+// addAAAA gives host an IPv6 address (loopback only in these tests: ::1).
+func (z *zone) addAAAA(host, ip string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if z.aaaa == nil {
+		z.aaaa = map[string][]net.IP{}
+	}
+	z.aaaa[dns.Fqdn(host)] = append(z.aaaa[dns.Fqdn(host)], net.ParseIP(ip))
+}
+
 func (z *zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
@@ -110,7 +121,7 @@ func (z *zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		w.WriteMsg(m)
 		return
 	}
-	exists := z.mx[name] != nil || z.a[name] != nil || z.txt[name] != nil || z.nullMX[name]
+	exists := z.mx[name] != nil || z.a[name] != nil || z.txt[name] != nil || z.nullMX[name] || z.aaaa[name] != nil
 	switch {
 	case !exists:
 		m.Rcode = dns.RcodeNameError
@@ -124,6 +135,10 @@ func (z *zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	case q.Qtype == dns.TypeA && len(z.a[name]) > 0:
 		for _, ip := range z.a[name] {
 			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: ip})
+		}
+	case q.Qtype == dns.TypeAAAA && len(z.aaaa[name]) > 0:
+		for _, ip := range z.aaaa[name] {
+			m.Answer = append(m.Answer, &dns.AAAA{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: 60}, AAAA: ip})
 		}
 	case q.Qtype == dns.TypeTXT && len(z.txt[name]) > 0:
 		for _, s := range z.txt[name] {
@@ -265,7 +280,7 @@ type daemon struct {
 	cfgPath string
 	cmd     *exec.Cmd
 	smtp    string
-	stderr  *strings.Builder
+	stderr  *lockedBuffer
 }
 
 // startOutpost writes cfg (YAML with %SMTP% and %DATA% placeholders) and runs
@@ -286,7 +301,7 @@ func startOutpost(t *testing.T, dir, cfg string) *daemon {
 
 func (d *daemon) start() {
 	d.t.Helper()
-	d.stderr = &strings.Builder{}
+	d.stderr = &lockedBuffer{}
 	d.cmd = exec.Command(binPath, "serve", "--config", d.cfgPath)
 	d.cmd.Stderr = d.stderr
 	d.cmd.Stdout = d.stderr
@@ -423,4 +438,172 @@ func (z *zone) setNullMX(name string) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	z.nullMX[dns.Fqdn(name)] = true
+}
+
+// ---- a receiver that observes connections ----
+
+// probe is a plaintext receiving MTA (go-smtp) that records, per TCP
+// connection, the peer address and the messages carried, and the most
+// connections open at once. Hold delays every reply to the end of DATA.
+type probe struct {
+	addr      string
+	hold      time.Duration
+	mu        sync.Mutex
+	active    int
+	maxActive int
+	conns     []*probeConn
+	msgs      []received
+	ch        chan received
+}
+
+// probeConn is what a probe saw of one connection.
+type probeConn struct {
+	Peer string // remote IP
+	Msgs int    // messages accepted over it
+}
+
+type countedConn struct {
+	net.Conn
+	p    *probe
+	pc   *probeConn
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		c.p.mu.Lock()
+		c.p.active--
+		c.p.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+type countingListener struct {
+	net.Listener
+	p *probe
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	ip, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	pc := &probeConn{Peer: ip}
+	l.p.mu.Lock()
+	l.p.active++
+	l.p.maxActive = max(l.p.maxActive, l.p.active)
+	l.p.conns = append(l.p.conns, pc)
+	l.p.mu.Unlock()
+	return &countedConn{Conn: c, p: l.p, pc: pc}, nil
+}
+
+type probeSession struct {
+	p   *probe
+	pc  *probeConn
+	cur received
+}
+
+func (s *probeSession) Reset()        { s.cur = received{} }
+func (s *probeSession) Logout() error { return nil }
+func (s *probeSession) Mail(from string, _ *smtp.MailOptions) error {
+	s.cur.From = from
+	return nil
+}
+func (s *probeSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.cur.Rcpts = append(s.cur.Rcpts, to)
+	return nil
+}
+func (s *probeSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	time.Sleep(s.p.hold)
+	s.cur.Data = string(b)
+	s.p.mu.Lock()
+	if s.pc != nil {
+		s.pc.Msgs++
+	}
+	s.p.msgs = append(s.p.msgs, s.cur)
+	s.p.mu.Unlock()
+	select {
+	case s.p.ch <- s.cur:
+	default:
+	}
+	return nil
+}
+
+// newProbe starts a probe on addr (ip:port, loopback only).
+func newProbe(t *testing.T, addr string, hold time.Duration) *probe {
+	t.Helper()
+	p := &probe{addr: addr, hold: hold, ch: make(chan received, 10000)}
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		s := &probeSession{p: p}
+		if cc, ok := c.Conn().(*countedConn); ok {
+			s.pc = cc.pc
+		}
+		return s, nil
+	}))
+	srv.Domain = "probe.test"
+	srv.EnableDSN = true
+	srv.AllowInsecureAuth = true
+	srv.ReadTimeout = 30 * time.Second
+	srv.WriteTimeout = 30 * time.Second
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("probe listen %s: %v", addr, err)
+	}
+	go srv.Serve(countingListener{Listener: ln, p: p})
+	t.Cleanup(func() { srv.Close() })
+	return p
+}
+
+// stats returns the messages received, the connections seen and the most
+// connections open at once.
+func (p *probe) stats() (msgs []received, conns []probeConn, maxActive int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	msgs = append(msgs, p.msgs...)
+	for _, c := range p.conns {
+		conns = append(conns, *c)
+	}
+	return msgs, conns, p.maxActive
+}
+
+func (p *probe) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.msgs)
+}
+
+// waitCount waits until the probe has received n messages.
+func (p *probe) waitCount(t *testing.T, n int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if p.count() >= n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("probe %s: %d of %d messages within %v", p.addr, p.count(), n, d)
+}
+
+// lockedBuffer collects a process's output safely while tests read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
