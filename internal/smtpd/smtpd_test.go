@@ -387,14 +387,15 @@ func TestSmugglingDotCR(t *testing.T) {
 	rc.cmd("EHLO client.example")
 	rc.startTx("a@client.example", "b@dest.example")
 	rc.cmd("DATA")
+	// A line ".<CR>X": the bare CR must be seen and refused, not dropped
+	// with the dot (the vendored go-smtp keeps it; third_party/go-smtp).
 	rc.send("Subject: a\r\n\r\nbody\r\n.\rMAIL FROM:<evil@client.example>\r\n.\r\n")
-	rc.expect("250 2.0.0")
-	if r := rc.cmd("NOOP"); !strings.Contains(r, "nothing") {
+	rc.expect("550 5.6.11")
+	if r := rc.cmd("NOOP"); !strings.HasPrefix(r, "250") {
 		t.Errorf("after DATA: %q", r)
 	}
-	got := ts.recv.messages(t)[1]
-	if want := "Subject: a\r\n\r\nbody\r\nMAIL FROM:<evil@client.example>\r\n"; got != want {
-		t.Errorf("stored %q, want %q", got, want)
+	if n := len(ts.recv.messages(t)); n != 0 {
+		t.Errorf("%d message(s) stored", n)
 	}
 	for _, l := range ts.log.lines() {
 		if strings.Contains(l, "evil@") {
