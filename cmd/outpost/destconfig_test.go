@@ -24,7 +24,6 @@ func testConfig(t *testing.T, extra string) string {
 	return p
 }
 
-
 func runCmd(t *testing.T, cmd string, cfg, stdin string, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errb bytes.Buffer
