@@ -573,7 +573,11 @@ func (c *Config) finish() error {
 	if b.DelayWarnings.Count == 0 {
 		b.DelayWarnings.Count = 1
 	}
+	checkBounce(bad, "bounce", b)
 	for name, bp := range c.BounceProfiles {
+		if bp != nil {
+			checkBounce(bad, "bounce_profiles."+name, bp)
+		}
 		if name == "Default" {
 			bad("bounce_profiles.Default: the default profile is the top-level bounce: key")
 			continue
@@ -616,6 +620,32 @@ func (c *Config) finish() error {
 		c.Control.Socket = "control.sock" // relative to data_dir
 	}
 	return errors.Join(errs...)
+}
+
+// checkBounce applies the ranges of a bounce profile's values (zero means
+// inherited or defaulted, and is checked where it is filled in).
+func checkBounce(bad func(string, ...any), key string, b *Bounce) {
+	const year = Duration(365 * 24 * time.Hour)
+	if b.MaxRetries < 0 || b.MaxRetries > 10000 {
+		bad("%s.max_retries %d: want 1-10000", key, b.MaxRetries)
+	}
+	for _, d := range []struct {
+		name string
+		v    Duration
+	}{{"max_queue_lifetime", b.MaxQueueLifetime}, {"initial_retry", b.InitialRetry}, {"max_retry_interval", b.MaxRetryInterval}} {
+		if d.v < 0 || d.v > year || (d.v != 0 && d.v < Duration(time.Second)) {
+			bad("%s.%s %v: want 1s to one year", key, d.name, d.v)
+		}
+	}
+	if b.MaxBounceCopy < 0 || b.MaxBounceCopy > 100<<20 {
+		bad("%s.max_bounce_copy %d: want at most 100MB", key, b.MaxBounceCopy)
+	}
+	if b.BounceAddress != "" && !strings.Contains(b.BounceAddress, "@") {
+		bad("%s.bounce_address %q: want an email address", key, b.BounceAddress)
+	}
+	if w := b.DelayWarnings; w != nil && (w.Count < 0 || w.Count > 100) {
+		bad("%s.delay_warnings.count %d: want 1-100", key, w.Count)
+	}
 }
 
 func setDefault[T any](p **T, v T) {
