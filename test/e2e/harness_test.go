@@ -448,6 +448,7 @@ func (z *zone) setNullMX(name string) {
 type probe struct {
 	addr      string
 	hold      time.Duration
+	srv       *smtp.Server
 	mu        sync.Mutex
 	active    int
 	maxActive int
@@ -547,6 +548,8 @@ func newProbe(t *testing.T, addr string, hold time.Duration) *probe {
 	}))
 	srv.Domain = "probe.test"
 	srv.EnableDSN = true
+	// net/smtp asks for SMTPUTF8 whenever it is offered (Outpost offers it).
+	srv.EnableSMTPUTF8 = true
 	srv.AllowInsecureAuth = true
 	srv.ReadTimeout = 30 * time.Second
 	srv.WriteTimeout = 30 * time.Second
@@ -555,9 +558,13 @@ func newProbe(t *testing.T, addr string, hold time.Duration) *probe {
 		t.Fatalf("probe listen %s: %v", addr, err)
 	}
 	go srv.Serve(countingListener{Listener: ln, p: p})
+	p.srv = srv
 	t.Cleanup(func() { srv.Close() })
 	return p
 }
+
+// close stops the probe: nothing listens on its address any more.
+func (p *probe) close() { p.srv.Close() }
 
 // stats returns the messages received, the connections seen and the most
 // connections open at once.
