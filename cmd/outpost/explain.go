@@ -491,8 +491,7 @@ func explainRouteOf(cfg *config.Config, domain string, p config.Profile) *explai
 	switch {
 	case r.Discard:
 		out.Kind = "discard"
-		out.SwitchesOff = append(out.SwitchesOff, "delivery: mail for "+domain+" is dropped (/dev/null, logged), no connection is made",
-			"MX lookup", "DANE", "MTA-STS")
+		out.SwitchesOff = append(out.SwitchesOff, "delivery", "MX lookup", "DANE", "MTA-STS")
 	case r.UseDNS:
 		out.Kind = "usedns"
 	default:
@@ -833,9 +832,13 @@ func (x *explainer) explainPlan(ctx context.Context, prof config.Profile, plan *
 	if len(plan.Hosts) > 0 && reachable == 0 {
 		out.Warnings = append(out.Warnings, "no candidate host has a usable address: delivery would be attempted and then deferred ("+retry+")")
 	}
-	if len(plan.Hosts) > 1 && plan.Source != tlspolicy.SourceRoute {
+	equal := false
+	for i := 1; i < len(plan.Hosts); i++ {
+		equal = equal || plan.Hosts[i].Pref == plan.Hosts[i-1].Pref
+	}
+	if equal && plan.Source != tlspolicy.SourceRoute {
 		out.Notes = append(out.Notes, "MX hosts of equal preference are tried in random order")
-	} else if len(plan.Hosts) > 1 {
+	} else if len(plan.Hosts) > 1 && plan.Source == tlspolicy.SourceRoute {
 		out.Notes = append(out.Notes, "route hosts are tried in priority order (0 first); hosts of equal priority share connections round robin; there is no fallback to MX")
 	}
 	return out

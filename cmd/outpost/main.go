@@ -60,6 +60,9 @@ commands:
                                    status and whether the answer was DNSSEC-validated (AD)
   tlsverify DOMAIN                 STARTTLS to each MX of DOMAIN under its destination
                                    profile: protocol, cipher, certificate, verdict
+  explain ADDRESS|DOMAIN [--json] [--fetch]
+                                   what would happen to mail for a destination and why:
+                                   profile, route, DNS, MTA-STS, DANE, plan per host (read-only)
   destconfig [OP ...]              Destination Controls: interactive menu, or new|edit|delete|
                                    default|list|detail|clear|import|export|setup (pending until commit)
   smtproutes [OP ...]              SMTP routes: interactive, or new|edit|delete|print|clear|import|export
@@ -171,6 +174,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return digCmd(cfgPath, rest, stdout, stderr)
 	case "tlsverify":
 		return tlsverifyCmd(cfgPath, rest, stdout, stderr)
+	case "explain":
+		return explainCmd(cfgPath, rest, stdout, stderr)
 	case "destconfig":
 		return destconfigCmd(cfgPath, rest, os.Stdin, stdout, stderr)
 	case "smtproutes":
