@@ -39,7 +39,6 @@ import (
 	"outpost/internal/resolver"
 	"outpost/internal/smtpd"
 	"outpost/internal/spool"
-	"outpost/internal/tlspolicy"
 )
 
 // App is a running Outpost.
@@ -132,22 +131,12 @@ func New(cfg *config.Config) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("MTA-STS: %w", err)
 	}
+	// The same profile and route views outpost explain uses (explain.go),
+	// read from the live configuration generation.
 	pl := &planner.Planner{DNS: dnsOf{a}, Log: a.log, STS: stsLookup{m: a.sts, log: a.log},
-		Profile: func(domain string) planner.Profile {
-			p := a.config().Profile(domain)
-			return planner.Profile{TLS: p.TLS, MTASTS: p.MTASTS, IPPreference: p.IPPreference}
-		},
-		Route: func(domain string) *planner.Route {
-			name, r := a.config().RouteFor(domain)
-			if r == nil {
-				return nil
-			}
-			pr := &planner.Route{Name: name, UseDNS: r.UseDNS, Discard: r.Discard, MTASTS: r.MTASTS}
-			for _, h := range r.Hosts {
-				pr.Hosts = append(pr.Hosts, tlspolicy.RouteHost{Host: h.Host, Port: h.Port, Priority: h.Priority})
-			}
-			return pr
-		}}
+		Profile: func(domain string) planner.Profile { return PlannerProfile(a.config(), domain) },
+		Route:   func(domain string) *planner.Route { return PlannerRoute(a.config(), domain) },
+	}
 	a.q = qmgr.New(qmgr.Options{
 		Store: a.spool, Planner: pl, Dialer: dialer{a: a}, Bouncer: &bouncer{a: a},
 		Profile: func(domain string) qmgr.Profile {

@@ -127,19 +127,7 @@ func (s stsLookup) convert(domain string, res mtasts.Result, err error) (tlspoli
 	if err != nil {
 		return tlspolicy.STSTempFail, nil
 	}
-	var mode string
-	switch res.Mode {
-	case mtasts.ModeEnforce:
-		mode = "enforce"
-	case mtasts.ModeTesting:
-		mode = "testing"
-	case mtasts.ModeNone:
-		mode = "none"
-	default:
-		return tlspolicy.STSNoPolicy, nil
-	}
-	r := res
-	return tlspolicy.STSPolicy, &tlspolicy.STS{Mode: mode, Match: r.Matches, Cached: res.Source == mtasts.SourceCache}
+	return STSFromPolicy(res.Policy, res.Source == mtasts.SourceCache)
 }
 
 // stsOutcome writes the apply-time MTA-STS lines for one connection
