@@ -37,8 +37,11 @@ func (d dialer) Connect(ctx context.Context, dst qmgr.Dest, h tlspolicy.Host) (q
 	}
 	c, err := client.Connect(ctx, domain, h)
 	mode := h.TLS.Mode.String()
-	if h.TLS.Source == tlspolicy.SourceMTASTS {
+	switch h.TLS.Source {
+	case tlspolicy.SourceMTASTS:
 		mode = "mta-sts-enforce"
+	case tlspolicy.SourceDANE:
+		mode = "dane"
 	}
 	why := stsOutcome(d.a.log, domain, h, err)
 	if err != nil {

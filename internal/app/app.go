@@ -133,7 +133,7 @@ func New(cfg *config.Config) (*App, error) {
 	}
 	// The same profile and route views outpost explain uses (explain.go),
 	// read from the live configuration generation.
-	pl := &planner.Planner{DNS: dnsOf{a}, Log: a.log, STS: stsLookup{m: a.sts, log: a.log},
+	pl := &planner.Planner{DNS: dnsOf{a}, DANEDNS: dnsOf{a}, Log: a.log, STS: stsLookup{m: a.sts, log: a.log},
 		Profile: func(domain string) planner.Profile { return PlannerProfile(a.config(), domain) },
 		Route:   func(domain string) *planner.Route { return PlannerRoute(a.config(), domain) },
 	}
@@ -336,6 +336,14 @@ type dnsOf struct{ a *App }
 
 func (d dnsOf) MX(ctx context.Context, domain string) ([]resolver.MX, resolver.Answer, error) {
 	return d.a.cur.Load().dns.MX(ctx, domain)
+}
+
+func (d dnsOf) Addrs(ctx context.Context, host string) ([]netip.Addr, resolver.Answer, error) {
+	return d.a.cur.Load().dns.Addrs(ctx, host)
+}
+
+func (d dnsOf) TLSA(ctx context.Context, port int, host string) ([]resolver.TLSA, resolver.Answer, error) {
+	return d.a.cur.Load().dns.TLSA(ctx, port, host)
 }
 
 func trustStore(t config.TLS) (*x509.CertPool, error) {

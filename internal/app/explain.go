@@ -2,6 +2,7 @@ package app
 
 import (
 	"outpost/internal/config"
+	"outpost/internal/dane"
 	"outpost/internal/mtasts"
 	"outpost/internal/planner"
 	"outpost/internal/tlspolicy"
@@ -11,7 +12,8 @@ import (
 // domain that the planner needs, as the daemon's planner reads it.
 func PlannerProfile(cfg *config.Config, domain string) planner.Profile {
 	p := cfg.Profile(domain)
-	return planner.Profile{TLS: p.TLS, MTASTS: p.MTASTS, IPPreference: p.IPPreference}
+	ds, _ := dane.ParseSetting(p.DANE) // validated at load
+	return planner.Profile{TLS: p.TLS, MTASTS: p.MTASTS, DANE: ds, IPPreference: p.IPPreference}
 }
 
 // PlannerRoute is cfg's SMTP route for domain as the planner sees it; nil

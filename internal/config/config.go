@@ -23,6 +23,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"outpost/internal/dane"
 	"outpost/internal/tlspolicy"
 )
 
@@ -458,6 +459,7 @@ func (c *Config) finish() error {
 	setDefault(&def.DANE, "none")
 	setDefault(&def.BounceVerification, false)
 	setDefault(&def.BounceProfile, "Default")
+	daneOn := false
 	for _, name := range c.DestinationNames() {
 		d := c.Destinations[name]
 		if d == nil {
@@ -496,6 +498,16 @@ func (c *Config) finish() error {
 		}
 		if p.DANE != "none" && p.TLS == tlspolicy.None {
 			bad("destinations.%s: dane: %s needs TLS, but tls is none", name, p.DANE)
+		}
+		if p.DANE != "none" {
+			daneOn = true
+		}
+	}
+	if daneOn {
+		// RFC 7672 §2.1.3: the AD bit is only as good as the path to
+		// the validating resolver.
+		for _, w := range dane.CheckResolvers(c.DNS.Resolvers) {
+			c.Warnings = append(c.Warnings, "dane: "+w)
 		}
 	}
 	if *def.MTASTS {

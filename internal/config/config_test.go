@@ -127,3 +127,19 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestDANEResolverWarning(t *testing.T) {
+	for _, tc := range []struct {
+		resolver string
+		warn     bool
+	}{{"127.0.0.1:53", false}, {"192.0.2.53:53", true}} {
+		c, err := Parse([]byte("dns:\n  resolvers: [\""+tc.resolver+"\"]\ndestinations:\n  example.com:\n    tls: required\n    dane: opportunistic\n"), "t.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Contains(strings.Join(c.Warnings, "\n"), "not on loopback")
+		if got != tc.warn {
+			t.Errorf("%s: warnings %q", tc.resolver, c.Warnings)
+		}
+	}
+}

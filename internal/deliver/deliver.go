@@ -54,6 +54,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"outpost/internal/dane"
 	"outpost/internal/maillog"
 	"outpost/internal/reply"
 	"outpost/internal/resolver"
@@ -425,8 +426,19 @@ func (c *Client) secure(ctx context.Context, cn *Conn, domain string, h tlspolic
 	log := c.o.Log
 	dcid := cn.dcid
 
+	// RFC 7672 §2.2: a host with usable TLSA records is authenticated by
+	// them (dane.Verify) instead of PKIX; its Mode is RequiredVerify, so
+	// every failure below ends the attempt: never plaintext.
+	useDANE := len(req.DANE) > 0
+	daneFailed := func(reason string) {
+		if useDANE {
+			log.DCIDDANEFailure(dcid, domain, h.Name, reason)
+		}
+	}
+
 	if _, ok := cn.ext["STARTTLS"]; !ok {
 		if mode.MustTLS() {
+			daneFailed("STARTTLS not offered")
 			log.DCIDTLSRequired(dcid)
 			cn.Close()
 			return nil, fail(StageTLS, reply.New(0, "4.7.4", "TLS is required, but was not offered by host"), nil)
@@ -441,6 +453,7 @@ func (c *Client) secure(ctx context.Context, cn *Conn, domain string, h tlspolic
 	negotiationFailed := func(reason string, cause error) (*Conn, error) {
 		log.DCIDTLSFailed(dcid, reason)
 		if mode.MustTLS() {
+			daneFailed("TLS negotiation failed: " + reason)
 			log.DCIDTLSRequired(dcid)
 			cn.Close()
 			return nil, fail(StageTLS, reply.New(0, "4.7.5", "TLS negotiation failed: %s", reason), cause)
@@ -468,6 +481,7 @@ func (c *Client) secure(ctx context.Context, cn *Conn, domain string, h tlspolic
 	// The verdict starts as a failure so that it fails closed if
 	// VerifyConnection is somehow not called.
 	var verdict error = &VerifyError{Reason: "certificate not checked"}
+	var daneRes dane.Result
 	cfg := &tls.Config{
 		ServerName: h.Name, // SNI is always the host name
 		// Go's own check is replaced by ours (VerifyConnection below):
@@ -477,9 +491,17 @@ func (c *Client) secure(ctx context.Context, cn *Conn, domain string, h tlspolic
 		MinVersion:         req.MinVersion,
 		ClientSessionCache: c.sessions,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if mode.Verifies() {
+			switch {
+			case useDANE:
+				// RFC 7672 §3: only the TLSA records are trusted.
+				daneRes = dane.VerifyAt(cs, req.DANE, req.Identity.Names, c.o.Now())
+				verdict = nil
+				if !daneRes.OK {
+					verdict = &VerifyError{Reason: "DANE: " + daneRes.Reason}
+				}
+			case mode.Verifies():
 				_, verdict = Verify(cs, c.o.Roots, req.Identity.Names, c.o.Now())
-			} else {
+			default:
 				verdict = nil
 			}
 			return nil // enforced below, so that QUIT can still be sent
@@ -503,6 +525,12 @@ func (c *Client) secure(ctx context.Context, cn *Conn, domain string, h tlspolic
 	cn.setConn(tc)
 	cs := tc.ConnectionState()
 
+	if useDANE && verdict != nil {
+		daneFailed(daneRes.Reason)
+		log.DCIDTLSRequired(dcid)
+		cn.Close() // QUIT over the unauthenticated session; nothing else is sent
+		return nil, fail(StageTLS, reply.New(0, "4.7.5", "DANE authentication of %s failed: %s", h.Name, daneRes.Reason), verdict)
+	}
 	if verdict != nil && mode.MustVerify() {
 		log.DCIDTLSDeferring(dcid, verdict.Error())
 		log.DCIDTLSRequired(dcid)
@@ -515,6 +543,9 @@ func (c *Client) secure(ctx context.Context, cn *Conn, domain string, h tlspolic
 		return nil, fail(StageTLS, reply.New(0, "4.7.5", "TLS certificate verification failed: %s", reason), verdict)
 	}
 	log.DCIDTLSSuccess(dcid, VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite))
+	if useDANE {
+		log.DCIDDANESuccess(dcid, domain, h.Name, daneRes.Record.String())
+	}
 	if verdict != nil {
 		log.DCIDTLSVerifyFailedContinuing(dcid, verdict.Error())
 	}

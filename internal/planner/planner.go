@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"outpost/internal/dane"
 	"outpost/internal/maillog"
 	"outpost/internal/reply"
 	"outpost/internal/resolver"
@@ -44,6 +45,7 @@ type STSRechecker interface {
 type Profile struct {
 	TLS          tlspolicy.Mode
 	MTASTS       bool
+	DANE         dane.Setting
 	IPPreference string
 }
 
@@ -63,6 +65,10 @@ type Planner struct {
 	STS     STSLookup // nil: MTA-STS unavailable (treated as no policy)
 	Profile func(domain string) Profile
 	Route   func(domain string) *Route // nil or returning nil: no route
+	// DANEDNS makes the address and TLSA lookups of DANE (the same
+	// validating resolver as DNS). nil: no lookups, so DANE is never
+	// available (mandatory profiles defer).
+	DANEDNS dane.Resolver
 	Log     *maillog.Logger
 
 	rr sync.Map // route name → *atomic.Uint64, round-robin position
@@ -88,11 +94,14 @@ func (p *Planner) Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *re
 		}
 	}
 	if in.Route == nil && !in.Discard {
-		mxs, rerr := p.mx(ctx, domain)
+		mxs, mxState, rerr := p.mx(ctx, domain)
 		if rerr != nil {
 			return nil, rerr
 		}
 		in.MXs = mxs
+		if prof.DANE != dane.Off {
+			in.DANE, in.DANEHosts = prof.DANE, p.dane(ctx, domain, prof.DANE, mxState, mxs)
+		}
 		if prof.MTASTS && p.STS != nil {
 			in.STSState, in.STS = p.STS.Lookup(ctx, domain)
 		}
@@ -106,6 +115,9 @@ func (p *Planner) Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *re
 			in.STSState, in.STS = rc.Recheck(ctx, domain)
 			plan = tlspolicy.Build(in)
 		}
+	}
+	if plan.Deferred() && plan.Source == tlspolicy.SourceDANE {
+		p.Log.DANEDeferred(domain, plan.DeferCode, plan.DeferText)
 	}
 	if plan.Deferred() {
 		// The queue manager logs the notes of a plan it carries out; a
@@ -149,21 +161,49 @@ func parentDomain(host string) string {
 	return host
 }
 
-func (p *Planner) mx(ctx context.Context, domain string) ([]tlspolicy.MX, *reply.Reply) {
+// dane decides DANE for each MX host (RFC 7672 §2.2) and logs the
+// decision.
+func (p *Planner) dane(ctx context.Context, domain string, set dane.Setting, mxState dane.State, mxs []tlspolicy.MX) map[string]dane.Decision {
+	out := make(map[string]dane.Decision, len(mxs))
+	for _, mx := range mxs {
+		var d dane.Decision
+		if p.DANEDNS == nil {
+			d = dane.Decide(dane.Inputs{Setting: set, MX: mxState})
+		} else {
+			d = dane.LookupHost(ctx, p.DANEDNS, set, mxState, mx.Host).Decision
+		}
+		out[mx.Host] = d
+		switch d.Action {
+		case dane.Authenticate:
+			p.Log.DANETLSAFound(domain, mx.Host, dane.Params(d.Records))
+		case dane.Encrypt:
+			p.Log.DANEEncryptOnly(domain, mx.Host, d.Reason)
+		case dane.NotDANE:
+			p.Log.DANENotApplicable(domain, mx.Host, d.Reason)
+		default:
+			p.Log.DANESkipMX(domain, mx.Host, d.Reason)
+		}
+	}
+	return out
+}
+
+// mx looks up the MX hosts and the DNSSEC state of the answer (for DANE).
+func (p *Planner) mx(ctx context.Context, domain string) ([]tlspolicy.MX, dane.State, *reply.Reply) {
 	recs, ans, err := p.DNS.MX(ctx, domain)
+	st := dane.StateOf(ans, err)
 	switch {
 	case errors.Is(err, resolver.ErrNullMX):
 		p.Log.DNSHardError(domain, "MX", "null MX")
-		return nil, reply.New(556, "5.1.10", "Recipient address has null MX: %s accepts no mail (RFC 7505)", domain)
+		return nil, st, reply.New(556, "5.1.10", "Recipient address has null MX: %s accepts no mail (RFC 7505)", domain)
 	case err != nil:
 		p.Log.DNSTemporaryFailure(domain, "MX", statusName(err))
-		return nil, reply.New(451, "4.4.3", "DNS Temporary Failure %s MX - %s", domain, statusName(err))
+		return nil, st, reply.New(451, "4.4.3", "DNS Temporary Failure %s MX - %s", domain, statusName(err))
 	case ans.Status == resolver.NXDomain:
 		p.Log.DNSHardError(domain, "MX", "NXDomain")
-		return nil, reply.New(550, "5.1.2", "DNS Hard Error looking up %s (MX): NXDomain", domain)
+		return nil, st, reply.New(550, "5.1.2", "DNS Hard Error looking up %s (MX): NXDomain", domain)
 	case ans.Status == resolver.NoData || len(recs) == 0:
 		// RFC 5321 §5.1: no MX records → the domain is its own implicit MX.
-		return []tlspolicy.MX{{Host: domain}}, nil
+		return []tlspolicy.MX{{Host: domain}}, st, nil
 	}
 	out := make([]tlspolicy.MX, len(recs))
 	for i, r := range recs {
@@ -179,7 +219,7 @@ func (p *Planner) mx(ctx context.Context, domain string) ([]tlspolicy.MX, *reply
 		rand.Shuffle(len(grp), func(a, b int) { grp[a], grp[b] = grp[b], grp[a] })
 		i = j
 	}
-	return out, nil
+	return out, st, nil
 }
 
 func statusName(err error) string {

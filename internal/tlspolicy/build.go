@@ -1,6 +1,10 @@
 package tlspolicy
 
-import "strings"
+import (
+	"strings"
+
+	"outpost/internal/dane"
+)
 
 // MX is one mail exchanger, in the order it should be tried.
 type MX struct {
@@ -56,6 +60,11 @@ type Input struct {
 	MTASTS   bool
 	STSState STSState
 	STS      *STS
+	// DANE is the profile's DANE setting; DANEHosts the planner's
+	// decision for each MX host (dane.LookupHost), by host name. A host
+	// missing from the map counts as "nothing looked up" (not secure).
+	DANE      dane.Setting
+	DANEHosts map[string]dane.Decision
 }
 
 // Build makes the plan. It is the one place that answers "why did this
@@ -111,7 +120,11 @@ func Build(in Input) Plan {
 		}
 		return p
 	}
-	// 2. DANE: a later step; the profile switch is not wired yet.
+	// 2. DANE (RFC 7672), host by host; the hosts it leaves over come
+	// back through steps 3 and 4 (docs/tls-policy.md §1).
+	if in.DANE != dane.Off {
+		return buildDANE(in)
+	}
 	// 3. MTA-STS.
 	if in.MTASTS {
 		switch in.STSState {

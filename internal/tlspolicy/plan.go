@@ -2,6 +2,8 @@ package tlspolicy
 
 import (
 	"crypto/tls"
+
+	"outpost/internal/dane"
 )
 
 // Source names what decided a plan, for logs and reports.
@@ -42,6 +44,11 @@ type Requirement struct {
 	// STSTesting asks the delivery side to report, without enforcing,
 	// whether the connection would have met an MTA-STS testing policy.
 	STSTesting bool
+	// DANE, when non-empty, are the usable TLSA records the server must
+	// match (dane.Verify); they replace PKIX verification, and
+	// Identity.Names are the DANE-TA reference identifiers (RFC 7672
+	// §3.2.2). Mode is then RequiredVerify: never plaintext.
+	DANE []dane.TLSA
 }
 
 // Host is one candidate destination host.
