@@ -454,6 +454,7 @@ type probe struct {
 	maxActive int
 	conns     []*probeConn
 	msgs      []received
+	rcptPeer  map[string]string // recipient → IP of the client that delivered it
 	ch        chan received
 }
 
@@ -525,6 +526,12 @@ func (s *probeSession) Data(r io.Reader) error {
 	s.p.mu.Lock()
 	if s.pc != nil {
 		s.pc.Msgs++
+		if s.p.rcptPeer == nil {
+			s.p.rcptPeer = map[string]string{}
+		}
+		for _, r := range s.cur.Rcpts {
+			s.p.rcptPeer[r] = s.pc.Peer
+		}
 	}
 	s.p.msgs = append(s.p.msgs, s.cur)
 	s.p.mu.Unlock()
@@ -576,6 +583,13 @@ func (p *probe) stats() (msgs []received, conns []probeConn, maxActive int) {
 		conns = append(conns, *c)
 	}
 	return msgs, conns, p.maxActive
+}
+
+// peerOf returns the client IP that delivered a message for rcpt ("" if none).
+func (p *probe) peerOf(rcpt string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rcptPeer[rcpt]
 }
 
 func (p *probe) count() int {
