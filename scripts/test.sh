@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-for p in swaks postfix unbound knot ldnsutils dnsutils iproute2 util-linux ca-certificates; do
+for p in swaks postfix unbound knot ldnsutils dnsutils iproute2 util-linux ca-certificates chromium; do
 	dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
