@@ -126,3 +126,49 @@ func TestGatewaySenderDomainsSelectSource(t *testing.T) {
 		t.Errorf("mail from a domain without a gateway arrived from %q", got)
 	}
 }
+
+// TestGatewayLimitsApplyPerGateway: with limits_apply: virtual-gateway a
+// destination's max_concurrency counts per gateway; with the default
+// (system) it counts across all gateways.
+func TestGatewayLimitsApplyPerGateway(t *testing.T) {
+	w := newWorld(t, "127.0.0.75", "127.0.0.76")
+	w.z.addMX("pergw.test", 10, "mx.pergw.test")
+	w.z.addA("mx.pergw.test", "127.0.0.75")
+	w.z.addMX("system.test", 10, "mx.system.test")
+	w.z.addA("mx.system.test", "127.0.0.76")
+	perGW := newProbe(t, fmt.Sprintf("127.0.0.75:%d", w.port), 300*time.Millisecond)
+	system := newProbe(t, fmt.Sprintf("127.0.0.76:%d", w.port), 300*time.Millisecond)
+	w.d = startOutpost(t, t.TempDir(), baseConfig(w, `virtual_gateways:
+  gw3: {source: 127.0.0.23, sender_domains: [brand.test]}
+  gw4: {source: 127.0.0.24, sender_domains: [other.test]}
+destinations:
+  pergw.test: {max_concurrency: 1, limits_apply: virtual-gateway}
+  system.test: {max_concurrency: 1}
+`))
+	for i := 0; i < 4; i++ {
+		for _, from := range []string{"x@brand.test", "y@other.test"} {
+			submitTo(t, w.d, from, fmt.Sprintf("u%d@pergw.test", i))
+			submitTo(t, w.d, from, fmt.Sprintf("u%d@system.test", i))
+		}
+	}
+	perGW.waitCount(t, 8, 30*time.Second)
+	system.waitCount(t, 8, 30*time.Second)
+	_, pconns, pmax := perGW.stats()
+	_, sconns, smax := system.stats()
+	if smax != 1 {
+		t.Errorf("limits_apply system: %d simultaneous connections across gateways, want 1", smax)
+	}
+	if pmax > 2 {
+		t.Errorf("limits_apply virtual-gateway: %d simultaneous connections with 2 gateways at 1 each", pmax)
+	}
+	if pmax < 2 {
+		t.Errorf("limits_apply virtual-gateway: never 2 connections at once (one per gateway)")
+	}
+	peers := map[string]bool{}
+	for _, c := range append(pconns, sconns...) {
+		peers[c.Peer] = true
+	}
+	if !peers["127.0.0.23"] || !peers["127.0.0.24"] {
+		t.Errorf("connections came from %v, want both gateway sources", peers)
+	}
+}
