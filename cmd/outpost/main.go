@@ -10,6 +10,7 @@
 //	outpost mta-sts cache list|show|refresh|flush DOMAIN
 //	outpost dig NAME [TYPE]               DNS through the configured resolvers
 //	outpost tlsverify DOMAIN              STARTTLS to each MX under the profile
+//	outpost dane check DOMAIN             DNSSEC/TLSA state and DANE check of each MX
 //	outpost version
 package main
 
@@ -60,6 +61,9 @@ commands:
                                    status and whether the answer was DNSSEC-validated (AD)
   tlsverify DOMAIN                 STARTTLS to each MX of DOMAIN under its destination
                                    profile: protocol, cipher, certificate, verdict
+  dane check DOMAIN                DNSSEC state of DOMAIN's MX, address and TLSA records, then
+                                   a DANE-authenticated STARTTLS to each MX (QUIT, no mail);
+                                   exit 0 only on DANE SUCCESS
   explain ADDRESS|DOMAIN [--json] [--fetch]
                                    what would happen to mail for a destination and why:
                                    profile, route, DNS, MTA-STS, DANE, plan per host (read-only)
@@ -174,6 +178,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return digCmd(cfgPath, rest, stdout, stderr)
 	case "tlsverify":
 		return tlsverifyCmd(cfgPath, rest, stdout, stderr)
+	case "dane":
+		return daneCmd(cfgPath, rest, stdout, stderr)
 	case "explain":
 		return explainCmd(cfgPath, rest, stdout, stderr)
 	case "destconfig":
