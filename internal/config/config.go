@@ -440,6 +440,11 @@ func (c *Config) finish() error {
 		c.Warnings = append(c.Warnings, "tls.system_roots is false and no tls.ca_file is set: no certificate can be verified")
 	}
 	// Destination Controls.
+	// Domain names are case-insensitive and Profile and RouteFor look up
+	// the lower-case name without a trailing dot: store the keys that way,
+	// or an entry written "Partner.Example" silently never applies.
+	c.Destinations = domainKeys(bad, "destinations", c.Destinations, "default")
+	c.SMTPRoutes = domainKeys(bad, "smtp_routes", c.SMTPRoutes, "ALL")
 	if c.Destinations == nil {
 		c.Destinations = map[string]*Destination{}
 	}
@@ -658,6 +663,33 @@ func checkBounce(bad func(string, ...any), key string, b *Bounce) {
 	if w := b.DelayWarnings; w != nil && (w.Count < 0 || w.Count > 100) {
 		bad("%s.delay_warnings.count %d: want 1-100", key, w.Count)
 	}
+}
+
+// domainKeys returns m with its domain keys in lower case and without a
+// trailing dot (keep, the "default" or "ALL" entry, as written); two keys
+// that differ only so are an error.
+func domainKeys[T any](bad func(string, ...any), key string, m map[string]T, keep string) map[string]T {
+	if m == nil {
+		return nil
+	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make(map[string]T, len(m))
+	for _, n := range names {
+		k := n
+		if k != keep {
+			k = strings.ToLower(strings.TrimSuffix(k, "."))
+		}
+		if _, dup := out[k]; dup {
+			bad("%s.%s: %s is listed twice (domain names are case-insensitive)", key, n, k)
+			continue
+		}
+		out[k] = m[n]
+	}
+	return out
 }
 
 func setDefault[T any](p **T, v T) {

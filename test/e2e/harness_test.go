@@ -471,12 +471,27 @@ type countedConn struct {
 	once sync.Once
 }
 
-func (c *countedConn) Close() error {
+// ended counts the connection as no longer open (once).
+func (c *countedConn) ended() {
 	c.once.Do(func() {
 		c.p.mu.Lock()
 		c.p.active--
 		c.p.mu.Unlock()
 	})
+}
+
+// Write sees the reply to QUIT: the client closes its side on it, before
+// go-smtp closes ours, so the session is over for counting purposes (else
+// a client that opens its next connection at once looks like an overlap).
+func (c *countedConn) Write(b []byte) (int, error) {
+	if strings.HasPrefix(string(b), "221 ") {
+		c.ended()
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *countedConn) Close() error {
+	c.ended()
 	return c.Conn.Close()
 }
 

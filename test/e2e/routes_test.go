@@ -279,3 +279,24 @@ func sortedCopy(s []string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TestRouteKeysCaseInsensitive: domain names are case-insensitive, so a
+// route or profile written with capitals (or a trailing dot) applies.
+func TestRouteKeysCaseInsensitive(t *testing.T) {
+	w := newWorld(t, "127.0.0.53")
+	w.z.addA("relay.case.test", "127.0.0.53")
+	relay := newProbe(t, fmt.Sprintf("127.0.0.53:%d", w.port), 0)
+	w.d = startOutpost(t, t.TempDir(), baseConfig(w, `destinations:
+  Routed.Case.TEST: {mta_sts: true}
+smtp_routes:
+  Routed.Case.TEST:
+    hosts: [{host: relay.case.test}]
+  .Sub.Case.Test.: {discard: true}
+`))
+	submitTo(t, w.d, "a@sender.test", "u@routed.case.test")
+	submitTo(t, w.d, "a@sender.test", "u@x.sub.case.test")
+	relay.waitCount(t, 1, 20*time.Second)
+	// The profile applied too: its mta_sts switch is what the note reports.
+	w.d.waitLog(`^Info: MTA-STS is not enforced for domains that have SMTP Routes configured$`, 5*time.Second)
+	w.d.waitLog(`^Info: MID \d+ to RID \[0\] discarded: SMTP route /dev/null for x\.sub\.case\.test$`, 10*time.Second)
+}
