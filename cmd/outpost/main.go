@@ -71,6 +71,8 @@ commands:
                                    default|list|detail|clear|import|export|setup (pending until commit)
   smtproutes [OP ...]              SMTP routes: interactive, or new|edit|delete|print|clear|import|export
   bounceconfig [OP ...]            bounce profiles: interactive, or new|edit NAME key=value...|delete|list
+  adminuser add NAME [--password-stdin] | list | delete NAME
+                                   web UI administrators (<data_dir>/webui/users.json)
   version                          print the version
 `
 
@@ -188,6 +190,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return smtproutesCmd(cfgPath, rest, os.Stdin, stdout, stderr)
 	case "bounceconfig":
 		return bounceconfigCmd(cfgPath, rest, os.Stdin, stdout, stderr)
+	case "adminuser":
+		return adminuserCmd(cfgPath, rest, os.Stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "outpost", version)
 		return 0

@@ -36,6 +36,7 @@ func (d dialer) Connect(ctx context.Context, dst qmgr.Dest, h tlspolicy.Host) (q
 		ctx = withIPLimit(ctx, p.MaxConcurrency, gw)
 	}
 	c, err := client.Connect(ctx, domain, h)
+	d.a.tlsReport.observe(rt.cfg.Profile(domain), domain, h, c, err)
 	mode := h.TLS.Mode.String()
 	switch h.TLS.Source {
 	case tlspolicy.SourceMTASTS:

@@ -54,6 +54,8 @@ type App struct {
 	ids      *counter
 	// tlsOutcomes counts delivery connections by TLS outcome and mode.
 	tlsOutcomes *prometheus.CounterVec
+	// tlsReport is the per-destination TLS report of the web UI (tlsreport.go).
+	tlsReport tlsReport
 
 	// cur is the live configuration with what is built from it; Apply
 	// swaps it whole, so a reader sees one consistent generation.
@@ -398,6 +400,13 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	stopUI, err := a.startWebUI() // webui.go
+	if err != nil {
+		a.ctl.Close()
+		qcancel()
+		return err
+	}
+	defer stopUI()
 	a.mu.Lock()
 	a.errc = make(chan error, 16)
 	for i := range cfg.Listeners {
@@ -424,6 +433,7 @@ func (a *App) Run(ctx context.Context) error {
 		l.srv.Close()
 	}
 	a.mu.Unlock()
+	stopUI()
 	a.ctl.Close()
 	if a.metrics != nil {
 		a.metrics.Close()

@@ -47,6 +47,8 @@ type Config struct {
 	Logs               Logs                       `yaml:"logs,omitempty"`
 	Metrics            Metrics                    `yaml:"metrics,omitempty"`
 	Control            Control                    `yaml:"control,omitempty"`
+	// WebUI is the administration web interface; nil (no webui: key): off.
+	WebUI *WebUI `yaml:"webui,omitempty"`
 
 	// Source is the file the configuration came from ("" for defaults).
 	Source string `yaml:"-"`
@@ -636,6 +638,7 @@ func (c *Config) finish() error {
 	if c.Control.Socket == "" {
 		c.Control.Socket = "control.sock" // relative to data_dir
 	}
+	c.finishWebUI(bad)
 	return errors.Join(errs...)
 }
 
@@ -1041,4 +1044,42 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
 	return v * mult, nil
+}
+
+// ---- Web UI (webui:) ----
+
+// WebUI configures the administration web interface (HTTPS). It runs only
+// when the webui: key is present; `webui: {}` serves on DefaultWebUIAddress
+// with a self-signed certificate kept in <data_dir>/webui/.
+type WebUI struct {
+	Address  string `yaml:"address,omitempty"`
+	CertFile string `yaml:"cert_file,omitempty"`
+	KeyFile  string `yaml:"key_file,omitempty"`
+	// IdleTimeout ends a session left unused this long (default 30m).
+	IdleTimeout Duration `yaml:"idle_timeout,omitempty"`
+}
+
+// DefaultWebUIAddress is where the web UI listens when webui.address is unset.
+const DefaultWebUIAddress = "127.0.0.1:8443"
+
+func (c *Config) finishWebUI(bad func(string, ...any)) {
+	w := c.WebUI
+	if w == nil {
+		return
+	}
+	if w.Address == "" {
+		w.Address = DefaultWebUIAddress
+	}
+	if _, _, err := net.SplitHostPort(w.Address); err != nil {
+		bad("webui.address %q: want host:port", w.Address)
+	}
+	if (w.CertFile == "") != (w.KeyFile == "") {
+		bad("webui: cert_file and key_file go together (leave both out for a self-signed certificate)")
+	}
+	if w.IdleTimeout == 0 {
+		w.IdleTimeout = Duration(30 * time.Minute)
+	}
+	if w.IdleTimeout < Duration(time.Minute) || w.IdleTimeout > Duration(24*time.Hour) {
+		bad("webui.idle_timeout %v: want 1m to 24h", w.IdleTimeout)
+	}
 }
