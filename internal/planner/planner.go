@@ -77,7 +77,7 @@ type Planner struct {
 // Plan implements qmgr.Planner.
 func (p *Planner) Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *reply.Reply) {
 	prof := p.Profile(domain)
-	in := tlspolicy.Input{Domain: domain, Mode: prof.TLS, MTASTS: prof.MTASTS}
+	in := tlspolicy.Input{Domain: domain, Mode: prof.TLS, MTASTS: prof.MTASTS, DANE: prof.DANE}
 	var rt *Route
 	if p.Route != nil {
 		rt = p.Route(domain)
@@ -100,9 +100,12 @@ func (p *Planner) Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *re
 		}
 		in.MXs = mxs
 		if prof.DANE != dane.Off {
-			in.DANE, in.DANEHosts = prof.DANE, p.dane(ctx, domain, prof.DANE, mxState, mxs)
+			in.DANEHosts = p.dane(ctx, domain, prof.DANE, mxState, mxs)
 		}
-		if prof.MTASTS && p.STS != nil {
+		// DANE takes precedence: when it authenticates every MX, the
+		// MTA-STS policy would not be applied to any of them, so it is not
+		// looked up.
+		if prof.MTASTS && p.STS != nil && !allAuthenticated(in.DANEHosts, mxs) {
 			in.STSState, in.STS = p.STS.Lookup(ctx, domain)
 		}
 	}
@@ -128,6 +131,18 @@ func (p *Planner) Plan(ctx context.Context, domain string) (*tlspolicy.Plan, *re
 		}
 	}
 	return &plan, nil
+}
+
+func allAuthenticated(dec map[string]dane.Decision, mxs []tlspolicy.MX) bool {
+	if len(dec) == 0 || len(mxs) == 0 {
+		return false
+	}
+	for _, mx := range mxs {
+		if d, ok := dec[mx.Host]; !ok || d.Action != dane.Authenticate {
+			return false
+		}
+	}
+	return true
 }
 
 // order sorts route hosts by priority (0 first) and rotates each group of

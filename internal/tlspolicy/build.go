@@ -82,9 +82,7 @@ func Build(in Input) Plan {
 	// opted in applies its own hosts' domain policy instead (RFC 8461 §3.4).
 	if in.Route != nil && in.RouteSTSDomain != "" {
 		p.Source = SourceRoute
-		if in.MTASTS {
-			p.Notes = append(p.Notes, "MTA-STS is not enforced for domains that have SMTP Routes configured")
-		}
+		p.Notes = append(p.Notes, routeNotes(in)...)
 		switch {
 		case in.RouteSTSState == STSTempFail:
 			p.DeferCode, p.DeferText = "4.7.5", "MTA-STS policy for route host domain "+in.RouteSTSDomain+" could not be retrieved (temporary DNS or fetch failure)"
@@ -115,9 +113,7 @@ func Build(in Input) Plan {
 				h.TLS.Identity.Names = appendUnique(h.TLS.Identity.Names, r.Host)
 			}
 		}
-		if in.MTASTS {
-			p.Notes = append(p.Notes, "MTA-STS is not enforced for domains that have SMTP Routes configured")
-		}
+		p.Notes = append(p.Notes, routeNotes(in)...)
 		return p
 	}
 	// 2. DANE (RFC 7672), host by host; the hosts it leaves over come
@@ -190,4 +186,16 @@ func appendUnique(list []string, s string) []string {
 		}
 	}
 	return append(list, s)
+}
+
+// routeNotes say what an SMTP route switched off for the domain.
+func routeNotes(in Input) []string {
+	var n []string
+	if in.DANE != dane.Off {
+		n = append(n, "DANE is not enforced for domains that have SMTP Routes configured")
+	}
+	if in.MTASTS {
+		n = append(n, "MTA-STS is not enforced for domains that have SMTP Routes configured")
+	}
+	return n
 }
