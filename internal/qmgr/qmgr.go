@@ -419,13 +419,18 @@ func (q *Manager) worker(d *dest) {
 	defer q.wg.Done()
 	defer func() {
 		q.mu.Lock()
+		atCap := q.conns >= q.o.MaxConnections
 		d.active--
 		q.domainConns[d.domain]--
 		q.conns--
 		q.spawnLocked(d)
-		for _, other := range q.dests {
-			if len(other.ready) > 0 && other != d && q.conns < q.o.MaxConnections {
-				q.spawnLocked(other)
+		if atCap {
+			// Other destinations may have been waiting for a connection
+			// slot; only then is it worth looking at them all.
+			for _, other := range q.dests {
+				if len(other.ready) > 0 && other != d && q.conns < q.o.MaxConnections {
+					q.spawnLocked(other)
+				}
 			}
 		}
 		q.mu.Unlock()
