@@ -26,13 +26,18 @@ type User struct {
 type Users struct {
 	mu   sync.Mutex
 	path string
+	cost int // bcrypt work factor of new hashes
+	// dummy keeps the time of a login for an unknown name close to that
+	// of a wrong password; made at the first use.
+	dummy func() []byte
 }
 
 // MinPasswordLength is the shortest password adminuser accepts.
 const MinPasswordLength = 8
 
-// bcryptCost is bcrypt's work factor (2^12 rounds, ~0.25 s).
-const bcryptCost = 12
+// bcryptCost is bcrypt's work factor for new hashes (the library's
+// default, 2^10 rounds); a stored hash keeps the cost it was made with.
+const bcryptCost = bcrypt.DefaultCost
 
 var userNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 
@@ -40,7 +45,14 @@ var userNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 var ErrNoUser = errors.New("no such administrator")
 
 // OpenUsers returns the user file in dir (created on the first Add).
-func OpenUsers(dir string) *Users { return &Users{path: filepath.Join(dir, "users.json")} }
+func OpenUsers(dir string) *Users {
+	u := &Users{path: filepath.Join(dir, "users.json"), cost: bcryptCost}
+	u.dummy = sync.OnceValue(func() []byte {
+		h, _ := bcrypt.GenerateFromPassword([]byte("outpost-no-such-user"), u.cost)
+		return h
+	})
+	return u
+}
 
 // Path is the users file.
 func (u *Users) Path() string { return u.path }
@@ -111,7 +123,7 @@ func (u *Users) Add(name, password string) (replaced bool, err error) {
 	if len(password) > 72 {
 		return false, errors.New("the password must have at most 72 bytes (bcrypt's limit)")
 	}
-	h, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
+	h, err := bcrypt.GenerateFromPassword([]byte(password), u.cost)
 	if err != nil {
 		return false, err
 	}
@@ -146,15 +158,6 @@ func (u *Users) Delete(name string) error {
 	return fmt.Errorf("%w: %s", ErrNoUser, name)
 }
 
-// dummyHash keeps the time of a login for an unknown name close to that of
-// a wrong password.
-// It is made at the first use, not at start-up (every outpost command
-// links this package).
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("outpost-no-such-user"), bcryptCost)
-	return h
-})
-
 // Verify reports whether name/password is a valid account.
 func (u *Users) Verify(name, password string) bool {
 	list, err := u.List()
@@ -166,6 +169,6 @@ func (u *Users) Verify(name, password string) bool {
 			return bcrypt.CompareHashAndPassword([]byte(us.Hash), []byte(password)) == nil
 		}
 	}
-	bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+	bcrypt.CompareHashAndPassword(u.dummy(), []byte(password))
 	return false
 }
