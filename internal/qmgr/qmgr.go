@@ -206,6 +206,8 @@ type Manager struct {
 	dests map[Dest]*dest
 	// domainConns counts connections per domain across gateways.
 	domainConns map[string]int
+	// byDomain lists each domain's destinations (one per gateway).
+	byDomain map[string][]*dest
 	// rate holds the recipient-limit windows by key.
 	rate  map[string]*window
 	retry retryHeap
@@ -310,6 +312,10 @@ func (q *Manager) destLocked(k Dest) *dest {
 	if d == nil {
 		d = &dest{domain: k.Domain, gateway: k.Gateway, notify: make(chan struct{})}
 		q.dests[k] = d
+		if q.byDomain == nil {
+			q.byDomain = map[string][]*dest{}
+		}
+		q.byDomain[k.Domain] = append(q.byDomain[k.Domain], d)
 	}
 	return d
 }
@@ -424,6 +430,14 @@ func (q *Manager) worker(d *dest) {
 		q.domainConns[d.domain]--
 		q.conns--
 		q.spawnLocked(d)
+		// The same domain through other gateways shares its connection
+		// limit (limits_apply: system): one of them may have been waiting
+		// for this connection to end.
+		for _, other := range q.byDomain[d.domain] {
+			if other != d && len(other.ready) > 0 {
+				q.spawnLocked(other)
+			}
+		}
 		if atCap {
 			// Other destinations may have been waiting for a connection
 			// slot; only then is it worth looking at them all.

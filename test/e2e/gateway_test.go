@@ -145,6 +145,7 @@ destinations:
   pergw.test: {max_concurrency: 1, limits_apply: virtual-gateway}
   system.test: {max_concurrency: 1}
 `))
+	logOnFailure(t, w.d)
 	for i := 0; i < 4; i++ {
 		for _, from := range []string{"x@brand.test", "y@other.test"} {
 			submitTo(t, w.d, from, fmt.Sprintf("u%d@pergw.test", i))

@@ -25,6 +25,15 @@ func submitTo(t *testing.T, d *daemon, from string, to ...string) {
 	}
 }
 
+// logOnFailure prints the daemon's mail log when the test has failed.
+func logOnFailure(t *testing.T, d *daemon) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("mail log:\n%s", d.mailLog())
+		}
+	})
+}
+
 // rcptsOf lists the recipients of every message a probe received.
 func rcptsOf(p *probe) []string {
 	msgs, _, _ := p.stats()
