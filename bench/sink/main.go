@@ -86,6 +86,14 @@ var (
 	requireTLS bool
 	chunking   bool
 
+	// Arrival tracking for the latency benchmark: while on, the Message-ID
+	// of every message is recorded with the time its final dot (or BDAT
+	// LAST chunk) was read. Off by default: the throughput path only pays
+	// one atomic load per message.
+	tracking atomic.Bool
+	arrMu    sync.Mutex
+	arrivals = map[string]int64{}
+
 	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
 	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
 )
@@ -134,6 +142,34 @@ func main() {
 		}
 		stats.reset()
 		w.WriteHeader(http.StatusNoContent)
+	})
+	// POST /track?on=1 clears the arrival list and starts recording
+	// Message-IDs; /track?on=0 stops. GET /arrivals returns {"<id>": unix ns}.
+	mux.HandleFunc("/track", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "POST only", http.StatusMethodNotAllowed)
+			return
+		}
+		arrMu.Lock()
+		if r.URL.Query().Get("on") == "1" {
+			arrivals = map[string]int64{}
+			tracking.Store(true)
+		} else {
+			tracking.Store(false)
+		}
+		arrMu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("/arrivals", func(w http.ResponseWriter, r *http.Request) {
+		arrMu.Lock()
+		b, err := json.Marshal(arrivals)
+		arrMu.Unlock()
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
 	})
 	go http.Serve(sl, mux)
 
@@ -237,6 +273,8 @@ type session struct {
 	rcpts  int
 	bdatN  int64 // bytes of the current BDAT transaction
 	bdatOn bool
+	msgID  string // Message-ID of the current message (tracking only)
+	hdrEnd bool   // the header section of the current BDAT message was seen
 }
 
 func serve(c net.Conn) {
@@ -311,7 +349,9 @@ func verb(line []byte) []byte {
 
 func (s *session) reply(msg string) { s.w.WriteString(msg) }
 
-func (s *session) resetTxn() { s.mail, s.rcpts, s.bdatN, s.bdatOn = false, 0, 0, false }
+func (s *session) resetTxn() {
+	s.mail, s.rcpts, s.bdatN, s.bdatOn, s.msgID, s.hdrEnd = false, 0, 0, false, "", false
+}
 
 // command handles one line; false ends the session.
 func (s *session) command(line []byte) bool {
@@ -416,6 +456,13 @@ func (s *session) delivered(n int64) {
 	now := time.Now().UnixNano()
 	stats.FirstMessage.CompareAndSwap(0, now)
 	stats.LastMessage.Store(now)
+	if s.msgID != "" && tracking.Load() {
+		arrMu.Lock()
+		if _, dup := arrivals[s.msgID]; !dup {
+			arrivals[s.msgID] = now
+		}
+		arrMu.Unlock()
+	}
 	s.resetTxn()
 	s.reply("250 2.0.0 Ok: queued\r\n")
 }
@@ -424,6 +471,7 @@ func (s *session) delivered(n int64) {
 func (s *session) readData() (int64, error) {
 	var n int64
 	atLineStart := true
+	inHeader := tracking.Load()
 	s.conn.SetReadDeadline(time.Now().Add(5 * time.Minute))
 	for {
 		chunk, err := s.r.ReadSlice('\n')
@@ -432,6 +480,13 @@ func (s *session) readData() (int64, error) {
 		}
 		if atLineStart && len(chunk) >= 3 && chunk[0] == '.' && (string(chunk) == ".\r\n" || string(chunk) == ".\n") {
 			return n, nil
+		}
+		if inHeader && atLineStart {
+			if len(bytes.TrimRight(chunk, "\r\n")) == 0 {
+				inHeader = false
+			} else if id, ok := messageID(chunk); ok {
+				s.msgID = id
+			}
 		}
 		n += int64(len(chunk))
 		atLineStart = err == nil // a full buffer means we are mid-line
@@ -452,6 +507,11 @@ func (s *session) bdat(line []byte) bool {
 	last := len(f) == 3 && bytes.EqualFold(f[2], []byte("LAST"))
 	// The chunk must be consumed whatever we answer.
 	s.conn.SetReadDeadline(time.Now().Add(5 * time.Minute))
+	if tracking.Load() && !s.hdrEnd && s.mail && size > 0 {
+		if b, err := s.r.Peek(int(min(size, int64(s.r.Size())))); err == nil {
+			s.scanHeaders(b)
+		}
+	}
 	if _, err := s.r.Discard(int(size)); err != nil {
 		return false
 	}
@@ -467,4 +527,32 @@ func (s *session) bdat(line []byte) bool {
 		s.reply("250 2.0.0 Chunk received\r\n")
 	}
 	return true
+}
+
+// messageID returns the value of a "Message-ID:" header line.
+func messageID(line []byte) (string, bool) {
+	const h = "message-id:"
+	if len(line) < len(h) || !bytes.EqualFold(line[:len(h)], []byte(h)) {
+		return "", false
+	}
+	return string(bytes.TrimSpace(line[len(h):])), true
+}
+
+// scanHeaders looks for the Message-ID in (the start of) a BDAT message.
+func (s *session) scanHeaders(b []byte) {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return // header continues in the next chunk: good enough for a benchmark
+		}
+		line := b[:i+1]
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			s.hdrEnd = true
+			return
+		}
+		if id, ok := messageID(line); ok {
+			s.msgID = id
+		}
+		b = b[i+1:]
+	}
 }

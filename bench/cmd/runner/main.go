@@ -24,7 +24,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -50,11 +49,23 @@ type config struct {
 	clientReuse             bool
 	jsonOut                 string
 	sampleEvery             time.Duration
+	suite                   string
+	largeSize, largeN       int
+	latRate                 float64
+	latDuration             time.Duration
+	stsDomains, stsN        int
+	ceilingN                int
+	memBacklogs             string
+	memRuns                 int
+	memSettle               time.Duration
+	maxLoad                 float64
 }
 
 // env is what the runs share: the sink, the DNS server and the CA.
 type env struct {
 	work, bin     string
+	bundle        string // sink CA + policy-host CA (PEM)
+	policy        *policyHost
 	sinkPort      int
 	sinkStats     string
 	caFile        string
@@ -87,10 +98,21 @@ func (i *instance) stop() {
 type side interface {
 	name() string
 	describe() string
-	start(run int, dir string) (*instance, error)
+	// start starts a fresh instance configured for one scenario kind:
+	// kindRelay (bench.test via its MX, verified TLS), kindSTS (MTA-STS
+	// enforce to dN.bench.test through the policy host) or kindDead (a
+	// destination whose MX refuses connections).
+	start(run int, dir string, kind string) (*instance, error)
 }
 
+const (
+	kindRelay = "relay"
+	kindSTS   = "mtasts"
+	kindDead  = "dead"
+)
+
 type result struct {
+	Section       string  `json:"section"`
 	Side          string  `json:"side"`
 	Run           int     `json:"run"`
 	OK            bool    `json:"ok"`
@@ -110,6 +132,9 @@ type result struct {
 	SinkResumed   int64   `json:"sink_tls_resumed"`
 	SinkBytes     int64   `json:"sink_bytes"`
 	CPUMethod     string  `json:"cpu_method"`
+	WarmSeconds   float64 `json:"warm_seconds,omitempty"`
+	PolicyFetches int64   `json:"policy_fetches_measured,omitempty"`
+	DNSQueries    int64   `json:"dns_queries_measured"`
 }
 
 var (
@@ -162,13 +187,23 @@ func main() {
 	flag.BoolVar(&cfg.clientReuse, "client-reuse", false, "injector keeps its sessions open between messages (smtp-source -d)")
 	flag.StringVar(&cfg.jsonOut, "json", "", "also write every run's figures as JSON to this file")
 	flag.DurationVar(&cfg.sampleEvery, "mem-sample", 100*time.Millisecond, "memory sampling interval")
+	flag.StringVar(&cfg.suite, "suite", "all", "comma-separated sections: relay, relay-large, latency, mtasts, ceiling, memory, policy-bench (all: every one)")
+	flag.IntVar(&cfg.largeSize, "large-size", 102400, "relay-large: message size")
+	flag.IntVar(&cfg.largeN, "large-n", 2000, "relay-large: messages per run")
+	flag.Float64Var(&cfg.latRate, "latency-rate", 5, "latency: messages per second")
+	flag.DurationVar(&cfg.latDuration, "latency-duration", 60*time.Second, "latency: injection time per run")
+	flag.IntVar(&cfg.stsDomains, "sts-domains", 1000, "mtasts: enforce-mode domains dN.bench.test")
+	flag.IntVar(&cfg.stsN, "sts-n", 5000, "mtasts: measured messages per run (spread over the domains, after one warm-up message per domain)")
+	flag.IntVar(&cfg.ceilingN, "ceiling-n", 50000, "ceiling: messages per run (4 KiB; a fifth of it for the large size)")
+	flag.StringVar(&cfg.memBacklogs, "mem-backlogs", "10000,100000", "memory: queued-message counts")
+	flag.IntVar(&cfg.memRuns, "mem-runs", 1, "memory: runs per side and backlog")
+	flag.Float64Var(&cfg.maxLoad, "max-load", 1.5, "before each section wait (at most 90 s) for the 1-minute load average to drop below this; 0: don't wait")
+	flag.DurationVar(&cfg.memSettle, "mem-settle", 15*time.Second, "memory: wait after the backlog is accepted before sampling")
 	flag.Parse()
 	if cfg.n <= 0 || cfg.size <= 0 || cfg.sessions <= 0 || cfg.runs <= 0 {
 		fatalf("-n, -size, -sessions and -runs must be positive")
 	}
-	if cfg.timeout == 0 {
-		cfg.timeout = 120*time.Second + time.Duration(cfg.n)*20*time.Millisecond
-	}
+	stsDomains.Store(int64(cfg.stsDomains))
 	doOutpost := cfg.only == "both" || cfg.only == "outpost"
 	doPostfix := cfg.only == "both" || cfg.only == "postfix"
 	if !doOutpost && !doPostfix {
@@ -315,34 +350,33 @@ func main() {
 	if err := startSink(e); err != nil {
 		fatalf("sink: %v", err)
 	}
+	// The MTA-STS policy host's CA; both relays trust the bundle of the two.
+	pol, err := newPolicyCA()
+	if err != nil {
+		fatalf("policy CA: %v", err)
+	}
+	e.policy = pol
+	sinkCA, err := os.ReadFile(e.caFile)
+	if err != nil {
+		fatalf("%v", err)
+	}
+	e.bundle = filepath.Join(work, "ca-bundle.pem")
+	if err := os.WriteFile(e.bundle, append(sinkCA, pol.caPEM...), 0o644); err != nil {
+		fatalf("%v", err)
+	}
 
 	for _, s := range sides {
 		fmt.Printf("bench: %-8s %s\n", s.name()+":", s.describe())
 	}
 
-	// Runs, alternating which side goes first to spread drift evenly.
-	var results []result
-	for r := 1; r <= cfg.runs; r++ {
-		order := append([]side(nil), sides...)
-		if r%2 == 0 {
-			for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
-				order[i], order[j] = order[j], order[i]
-			}
-		}
-		for _, s := range order {
-			res := runOne(cfg, e, s, r)
-			if !res.OK {
-				failed = true
-			}
-			results = append(results, res)
-			printRun(res)
-		}
+	rep := runSuite(cfg, e, sides, outpostErr, root)
+	if rep.failed {
+		failed = true
 	}
 	if cfg.jsonOut != "" {
-		b, _ := json.MarshalIndent(results, "", "  ")
+		b, _ := json.MarshalIndent(rep, "", "  ")
 		os.WriteFile(cfg.jsonOut, b, 0o644)
 	}
-	summarize(cfg, results, outpostErr)
 	if outpostErr != "" && !failed {
 		runCleanups()
 		fmt.Fprintf(os.Stderr, "bench: Outpost could not be measured: %s\n", firstLine(outpostErr))
@@ -466,7 +500,7 @@ func startSink(e *env) error {
 	}
 	cmd := exec.Command(filepath.Join(e.bin, "sink"),
 		"-listen", fmt.Sprintf("127.0.0.1:%d", port), "-stats", e.sinkStats,
-		"-name", "sink.bench.test", "-alt-names", "bench.test", "-ca-out", e.caFile)
+		"-name", "sink.bench.test", "-alt-names", "bench.test,mx.bench.test", "-ca-out", e.caFile)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -524,14 +558,31 @@ func resetSink(e *env) error {
 
 // --- one run ------------------------------------------------------------------
 
-func runOne(cfg *config, e *env, s side, run int) (res result) {
-	res = result{Side: s.name(), Run: run}
-	rd := filepath.Join(e.work, fmt.Sprintf("%s-%d", s.name(), run))
+// job is one throughput measurement: n messages of size bytes over sessions
+// parallel injecting sessions into a fresh instance configured for kind.
+type job struct {
+	section           string // names the run directories and the results
+	kind              string
+	n, size, sessions int
+	// goInject: the runner's Go injector (sessions reused, recipient
+	// rcpt(i)) instead of smtp-source (one message per connection, one
+	// recipient rcpt@bench.test).
+	goInject bool
+	rcpt     func(i int) string
+	// warm messages (recipient warmRcpt(i)) are injected and delivered
+	// before the measurement starts; they are not counted.
+	warm     int
+	warmRcpt func(i int) string
+}
+
+func runOne(cfg *config, e *env, s side, run int, j job) (res result) {
+	res = result{Side: s.name(), Run: run, Section: j.section}
+	rd := filepath.Join(e.work, fmt.Sprintf("%s-%s-%d", j.section, s.name(), run))
 	if err := os.MkdirAll(rd, 0o755); err != nil {
 		res.Error = err.Error()
 		return
 	}
-	inst, err := s.start(run, rd)
+	inst, err := s.start(run, rd, j.kind)
 	if err != nil {
 		res.Error = "start: " + err.Error()
 		return
@@ -540,10 +591,40 @@ func runOne(cfg *config, e *env, s side, run int) (res result) {
 	res.CPUMethod = inst.acct.method()
 	// Let the freshly started instance settle (Postfix spawns its daemons).
 	time.Sleep(500 * time.Millisecond)
+	timeout := 120*time.Second + time.Duration(j.n+j.warm)*20*time.Millisecond
+	if cfg.timeout > 0 {
+		timeout = cfg.timeout
+	}
+
+	if j.warm > 0 {
+		if err := resetSink(e); err != nil {
+			res.Error = "sink reset: " + err.Error()
+			return
+		}
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		plan := injectPlan{n: j.warm, sessions: j.sessions, size: j.size, rcpt: j.warmRcpt, tag: "warm"}
+		_, err := plan.run(ctx, inst.addr)
+		if err == nil {
+			err = waitSink(ctx, e, int64(j.warm), cfg.stall, inst.alive)
+		}
+		cancel()
+		if err != nil {
+			res.Error = fmt.Sprintf("warm-up: %v\n--- %s (last lines) ---\n%s", err, inst.logFile, tail(inst.logFile, 25))
+			return
+		}
+		res.WarmSeconds = time.Since(t0).Seconds()
+		time.Sleep(cfg.settle)
+	}
 	if err := resetSink(e); err != nil {
 		res.Error = "sink reset: " + err.Error()
 		return
 	}
+	var policy0 int64
+	if e.policy != nil {
+		policy0 = e.policy.requests.Load()
+	}
+	dns0 := dnsQueries.Load()
 
 	mem := sampleMemory(inst.acct, cfg.sampleEvery)
 	cpu0, err := inst.acct.cpu()
@@ -552,30 +633,39 @@ func runOne(cfg *config, e *env, s side, run int) (res result) {
 		res.Error = "cpu: " + err.Error()
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	args := []string{"-s", fmt.Sprint(cfg.sessions), "-m", fmt.Sprint(cfg.n), "-l", fmt.Sprint(cfg.size),
-		"-M", "client.bench-inject.test", "-f", "from@client.bench-inject.test", "-t", "rcpt@bench.test"}
-	if cfg.clientReuse {
-		args = append(args, "-d")
-	}
-	args = append(args, inst.addr)
-	injOut := filepath.Join(rd, "smtp-source.log")
-	injLog, _ := os.Create(injOut)
-	inj := exec.CommandContext(ctx, "smtp-source", args...)
-	inj.Stdout, inj.Stderr = injLog, injLog
-	inj.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if cfg.verbose {
-		fmt.Fprintf(os.Stderr, "bench: smtp-source %s\n", strings.Join(args, " "))
-	}
-	t0 := time.Now()
-	if err := inj.Start(); err != nil {
-		mem.finish()
-		res.Error = "smtp-source: " + err.Error()
-		return
-	}
+	injOut := filepath.Join(rd, "injector.log")
 	injDone := make(chan error, 1)
-	go func() { injDone <- inj.Wait(); injLog.Close() }()
+	t0 := time.Now()
+	if j.goInject {
+		go func() {
+			plan := injectPlan{n: j.n, sessions: j.sessions, size: j.size, rcpt: j.rcpt, tag: "m"}
+			_, err := plan.run(ctx, inst.addr)
+			injDone <- err
+		}()
+	} else {
+		args := []string{"-s", fmt.Sprint(j.sessions), "-m", fmt.Sprint(j.n), "-l", fmt.Sprint(j.size),
+			"-M", "client.bench-inject.test", "-f", "from@client.bench-inject.test", "-t", "rcpt@bench.test"}
+		if cfg.clientReuse {
+			args = append(args, "-d")
+		}
+		args = append(args, inst.addr)
+		injLog, _ := os.Create(injOut)
+		inj := exec.CommandContext(ctx, "smtp-source", args...)
+		inj.Stdout, inj.Stderr = injLog, injLog
+		inj.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if cfg.verbose {
+			fmt.Fprintf(os.Stderr, "bench: smtp-source %s\n", strings.Join(args, " "))
+		}
+		t0 = time.Now()
+		if err := inj.Start(); err != nil {
+			mem.finish()
+			res.Error = "smtp-source: " + err.Error()
+			return
+		}
+		go func() { injDone <- inj.Wait(); injLog.Close() }()
+	}
 
 	var st sinkStats
 	injecting := true
@@ -601,7 +691,7 @@ func runOne(cfg *config, e *env, s side, run int) (res result) {
 				injecting = false
 				res.InjectSeconds = time.Since(t0).Seconds()
 				if err != nil {
-					return fail(fmt.Sprintf("smtp-source failed after %.1fs: %v", res.InjectSeconds, err))
+					return fail(fmt.Sprintf("injector failed after %.1fs: %v", res.InjectSeconds, err))
 				}
 			default:
 			}
@@ -610,20 +700,20 @@ func runOne(cfg *config, e *env, s side, run int) (res result) {
 		if err != nil {
 			return fail("sink stats: " + err.Error())
 		}
-		if st.Messages >= int64(cfg.n) && !injecting {
+		if st.Messages >= int64(j.n) && !injecting {
 			break
 		}
 		if st.Messages != lastCount {
 			lastCount, lastMove = st.Messages, time.Now()
 		}
 		if !inst.alive() {
-			return fail(fmt.Sprintf("%s exited during the run (%d/%d delivered)", s.name(), st.Messages, cfg.n))
+			return fail(fmt.Sprintf("%s exited during the run (%d/%d delivered)", s.name(), st.Messages, j.n))
 		}
 		if ctx.Err() != nil {
-			return fail(fmt.Sprintf("timeout after %v: %d/%d delivered", cfg.timeout, st.Messages, cfg.n))
+			return fail(fmt.Sprintf("timeout after %v: %d/%d delivered", timeout, st.Messages, j.n))
 		}
 		if time.Since(lastMove) > cfg.stall {
-			return fail(fmt.Sprintf("stalled: sink count stuck at %d/%d for %v", st.Messages, cfg.n, cfg.stall))
+			return fail(fmt.Sprintf("stalled: sink count stuck at %d/%d for %v", st.Messages, j.n, cfg.stall))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -648,111 +738,36 @@ func runOne(cfg *config, e *env, s side, run int) (res result) {
 	res.PSSPeakMiB = float64(peaks.pssKB) / 1024
 	res.ProcsPeak = peaks.procs
 	res.SinkConns, res.SinkTLS, res.SinkResumed, res.SinkBytes = st.Connections, st.TLS, st.TLSResumed, st.Bytes
+	if e.policy != nil {
+		res.PolicyFetches = e.policy.requests.Load() - policy0
+	}
+	res.DNSQueries = dnsQueries.Load() - dns0
 	return res
 }
 
-func printRun(r result) {
-	if !r.OK {
-		fmt.Printf("run %d %-8s FAILED: %s\n", r.Run, r.Side, r.Error)
-		return
-	}
-	fmt.Printf("run %d %-8s %8.1f msg/s  %6.2fs  inject %6.2fs  CPU %6.2fs (%.3f s/1000 msgs)  RSS %6.1f MiB  PSS %6.1f MiB  procs %d  sink: %d conns, %d TLS (%d resumed)\n",
-		r.Run, r.Side, r.MsgsPerSec, r.Seconds, r.InjectSeconds, r.CPUSeconds, r.CPUPer1000, r.RSSPeakMiB, r.PSSPeakMiB,
-		r.ProcsPeak, r.SinkConns, r.SinkTLS, r.SinkResumed)
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-type summary struct {
-	ok                                    int
-	rate, secs, cpu, cpuK, rss, pss, conn float64
-	tls, inj                              float64
-}
-
-func summarize(cfg *config, results []result, outpostErr string) {
-	by := map[string][]result{}
-	for _, r := range results {
-		if r.OK {
-			by[r.Side] = append(by[r.Side], r)
+// waitSink waits until the sink has counted n messages.
+func waitSink(ctx context.Context, e *env, n int64, stall time.Duration, alive func() bool) error {
+	last, moved := int64(-1), time.Now()
+	for {
+		st, err := getSinkStats(e)
+		if err != nil {
+			return err
 		}
-	}
-	sum := map[string]summary{}
-	for side, rs := range by {
-		col := func(f func(result) float64) float64 {
-			var xs []float64
-			for _, r := range rs {
-				xs = append(xs, f(r))
-			}
-			return median(xs)
+		if st.Messages >= n {
+			return nil
 		}
-		sum[side] = summary{
-			ok:   len(rs),
-			rate: col(func(r result) float64 { return r.MsgsPerSec }),
-			secs: col(func(r result) float64 { return r.Seconds }),
-			cpu:  col(func(r result) float64 { return r.CPUSeconds }),
-			cpuK: col(func(r result) float64 { return r.CPUPer1000 }),
-			rss:  col(func(r result) float64 { return r.RSSPeakMiB }),
-			pss:  col(func(r result) float64 { return r.PSSPeakMiB }),
-			conn: col(func(r result) float64 { return float64(r.SinkConns) }),
-			tls:  col(func(r result) float64 { return float64(r.SinkTLS) }),
-			inj:  col(func(r result) float64 { return r.InjectSeconds }),
+		if st.Messages != last {
+			last, moved = st.Messages, time.Now()
 		}
-	}
-	fmt.Printf("\n=== medians: %d msgs × %d bytes, %d sessions, %d run(s) per side ===\n", cfg.n, cfg.size, cfg.sessions, cfg.runs)
-	fmt.Printf("%-8s %5s %10s %9s %9s %14s %13s %13s %11s %11s\n",
-		"relay", "ok", "msgs/s", "time s", "CPU s", "CPU s/1000msg", "RSS peak MiB", "PSS peak MiB", "sink conns", "sink TLS hs")
-	for _, side := range []string{"outpost", "postfix"} {
-		s, ok := sum[side]
-		if !ok {
-			note := "no successful run"
-			if side == "outpost" && outpostErr != "" {
-				note = "unavailable: " + firstLine(outpostErr)
-			}
-			if side == "postfix" && cfg.only == "outpost" || side == "outpost" && cfg.only == "postfix" {
-				continue
-			}
-			fmt.Printf("%-8s %s\n", side, note)
-			continue
+		if !alive() {
+			return fmt.Errorf("relay exited (%d/%d delivered)", st.Messages, n)
 		}
-		fmt.Printf("%-8s %2d/%-2d %10.1f %9.2f %9.2f %14.3f %13.1f %13.1f %11.0f %11.0f\n",
-			side, s.ok, cfg.runs, s.rate, s.secs, s.cpu, s.cpuK, s.rss, s.pss, s.conn, s.tls)
-	}
-	for _, side := range []string{"outpost", "postfix"} {
-		if s, ok := sum[side]; ok && s.inj > 0 && s.secs < s.inj*1.05 {
-			fmt.Printf("note: %s finished within 5%% of the injection's end (%.2fs of %.2fs): its rate is bounded by the injector; try -client-reuse or more -sessions\n", side, s.secs, s.inj)
+		if time.Since(moved) > stall {
+			return fmt.Errorf("stalled at %d/%d", st.Messages, n)
 		}
-	}
-	o, ok1 := sum["outpost"]
-	p, ok2 := sum["postfix"]
-	if ok1 && ok2 {
-		rRate := o.rate / p.rate
-		rCPU := o.cpuK / p.cpuK
-		fmt.Printf("\nratios (Outpost / Postfix):\n")
-		fmt.Printf("  messages/s        %6.2f×   (issue target ≥ 2×, project goal 5×)\n", rRate)
-		fmt.Printf("  CPU per message   %6.2f×   (issue target ≤ 0.5×)\n", rCPU)
-		fmt.Printf("  peak RSS          %6.2f×\n", o.rss/p.rss)
-		fmt.Printf("  peak PSS          %6.2f×\n", o.pss/p.pss)
-		verdict := "MET"
-		if rRate < 2 || rCPU > 0.5 {
-			verdict = "NOT MET"
+		if ctx.Err() != nil {
+			return fmt.Errorf("timeout: %d/%d delivered", st.Messages, n)
 		}
-		fmt.Printf("  issue #2 performance target: %s\n", verdict)
+		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i] + " …"
-	}
-	return s
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -57,7 +60,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 tlsproxy  unix  -       -       n       -       0       tlsproxy
 `
 
-func (p *postfixSide) mainCF(dir string, smtpdAddr string) string {
+func (p *postfixSide) mainCF(dir string, smtpdAddr string, kind string, stsPort int) string {
 	e := p.env
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
@@ -87,16 +90,33 @@ func (p *postfixSide) mainCF(dir string, smtpdAddr string) string {
 	w("readme_directory = no")
 	w("html_directory = no")
 	w("maillog_file = %s", filepath.Join(dir, "maillog"))
-	w("transport_maps = texthash:%s", filepath.Join(dir, "etc", "transport"))
-	w("smtp_tls_security_level = secure")
-	w("smtp_tls_CAfile = %s", e.caFile)
+	switch kind {
+	case kindSTS, kindDead:
+		// Every recipient domain is its own next hop: MX lookup, then the
+		// MX host on the sink's port (smtp_tcp_port).
+		w("smtp_tcp_port = %d", e.sinkPort)
+		w("smtp_tls_security_level = may")
+	default:
+		w("transport_maps = texthash:%s", filepath.Join(dir, "etc", "transport"))
+		w("smtp_tls_security_level = secure")
+	}
+	if kind == kindSTS {
+		// postfix-mta-sts-resolver answers "secure match=mx.bench.test
+		// servername=hostname" for enforce-mode domains.
+		w("smtp_tls_policy_maps = socketmap:inet:127.0.0.1:%d:postfix", stsPort)
+	}
+	if e.bundle != "" {
+		w("smtp_tls_CAfile = %s", e.bundle)
+	} else {
+		w("smtp_tls_CAfile = %s", e.caFile)
+	}
 	w("smtp_tls_CApath =")
 	w("smtp_tls_loglevel = 0")
 	w("smtp_tls_session_cache_database = btree:${data_directory}/smtp_scache")
 	if p.cfg.postfixReuse {
 		w("smtp_tls_connection_reuse = yes")
 	}
-	if e.postfixDNS == "static" {
+	if e.postfixDNS == "static" && kind == kindRelay {
 		w("smtp_tls_policy_maps = texthash:%s", filepath.Join(dir, "etc", "tls_policy"))
 	}
 	for _, kv := range p.cfg.postfixSet {
@@ -106,8 +126,21 @@ func (p *postfixSide) mainCF(dir string, smtpdAddr string) string {
 	return b.String()
 }
 
-func (p *postfixSide) start(run int, rd string) (*instance, error) {
+func (p *postfixSide) start(run int, rd string, kind string) (*instance, error) {
 	e := p.env
+	if kind != kindRelay && e.postfixDNS != "mx" {
+		return nil, fmt.Errorf("the %s scenario needs Postfix's MX-lookup mode (bench DNS on 127.0.0.1:53, unshare)", kind)
+	}
+	stsPort := 0
+	if kind == kindSTS {
+		if _, err := exec.LookPath("mta-sts-daemon"); err != nil {
+			return nil, fmt.Errorf("mta-sts-daemon not found: install the Debian package postfix-mta-sts-resolver")
+		}
+		var err error
+		if stsPort, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
 	etc := filepath.Join(rd, "etc")
 	for _, d := range []string{etc, filepath.Join(rd, "spool"), filepath.Join(rd, "lib")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -127,7 +160,7 @@ func (p *postfixSide) start(run int, rd string) (*instance, error) {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	files := map[string]string{
-		"main.cf":   p.mainCF(rd, addr),
+		"main.cf":   p.mainCF(rd, addr, kind, stsPort),
 		"master.cf": fmt.Sprintf(postfixMasterCF, addr),
 	}
 	switch e.postfixDNS {
@@ -136,6 +169,12 @@ func (p *postfixSide) start(run int, rd string) (*instance, error) {
 	default:
 		files["transport"] = fmt.Sprintf("bench.test smtp:[127.0.0.1]:%d\n", e.sinkPort)
 		files["tls_policy"] = fmt.Sprintf("[127.0.0.1]:%d secure match=sink.bench.test\n", e.sinkPort)
+	}
+	if kind == kindSTS {
+		// postfix-mta-sts-resolver, private: in-memory cache (the fastest
+		// of its backends), loopback port, the bench DNS through the same
+		// private resolv.conf as Postfix, the bench CAs via SSL_CERT_FILE.
+		files["mta-sts-daemon.yml"] = fmt.Sprintf("host: 127.0.0.1\nport: %d\nreuse_port: true\nshutdown_timeout: 2\ncache:\n  type: internal\n  options:\n    cache_size: 10000\ndefault_zone:\n  strict_testing: false\n  timeout: 4\n", stsPort)
 	}
 	for n, c := range files {
 		if err := os.WriteFile(filepath.Join(etc, n), []byte(c), 0o644); err != nil {
@@ -152,13 +191,17 @@ func (p *postfixSide) start(run int, rd string) (*instance, error) {
 		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 		return n
 	}
-	inst.acct = &accounting{cg: newCgroup(fmt.Sprintf("postfix-%d", run)), rootPID: masterPID}
+	inst.acct = &accounting{cg: newCgroup(fmt.Sprintf("postfix-%s", filepath.Base(rd))), rootPID: masterPID}
 
 	// postfix start daemonizes the master; everything it forks inherits the
 	// cgroup and (in mx mode) the mount namespace set up here.
 	script := `set -e
 if [ -n "$CGPROCS" ]; then echo $$ > "$CGPROCS"; fi
 if [ -n "$RESOLV" ]; then mount --bind "$RESOLV" /etc/resolv.conf; fi
+if [ -n "$STSCFG" ]; then
+  setsid mta-sts-daemon -c "$STSCFG" -v warn </dev/null >>"$STSLOG" 2>&1 &
+  echo $! > "$STSPID"
+fi
 exec postfix -c "$ETC" start`
 	var cmd *exec.Cmd
 	if e.postfixDNS == "mx" {
@@ -173,7 +216,25 @@ exec postfix -c "$ETC" start`
 	if e.postfixDNS == "mx" {
 		cmd.Env = append(cmd.Env, "RESOLV="+e.resolvConf)
 	}
-	inst.stopFn = func() { p.stop(inst, etc, masterPID) }
+	stsPID := func() int { return 0 }
+	if kind == kindSTS {
+		pf := filepath.Join(rd, "mta-sts-daemon.pid")
+		cmd.Env = append(cmd.Env, "STSCFG="+filepath.Join(etc, "mta-sts-daemon.yml"),
+			"STSLOG="+filepath.Join(rd, "mta-sts-daemon.log"), "STSPID="+pf,
+			"SSL_CERT_FILE="+e.bundle, "PYTHONDONTWRITEBYTECODE=1")
+		stsPID = func() int {
+			b, _ := os.ReadFile(pf)
+			n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+			return n
+		}
+	}
+	inst.stopFn = func() {
+		p.stop(inst, etc, masterPID)
+		// The resolver was started by this run (its pid from our own file).
+		if pid := stsPID(); pidAlive(pid) {
+			killPID(pid)
+		}
+	}
 	registerCleanup(inst.stop)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -182,6 +243,18 @@ exec postfix -c "$ETC" start`
 	}
 	if p.cfg.verbose {
 		fmt.Fprintf(os.Stderr, "%s", out)
+	}
+	if kind == kindSTS {
+		if err := waitListen(fmt.Sprintf("127.0.0.1:%d", stsPort), 30*time.Second); err != nil {
+			inst.stop()
+			return nil, fmt.Errorf("mta-sts-daemon on 127.0.0.1:%d: %v\n%s", stsPort, err, tail(filepath.Join(rd, "mta-sts-daemon.log"), 20))
+		}
+		// Sanity check: the resolver must find the enforce policy (this is
+		// the query Postfix's smtp makes; it also warms d1).
+		if ans, err := socketmapQuery(fmt.Sprintf("127.0.0.1:%d", stsPort), "postfix", "d1.bench.test"); err != nil || !strings.HasPrefix(ans, "OK secure match=mx.bench.test") {
+			inst.stop()
+			return nil, fmt.Errorf("mta-sts-daemon answered %q, %v (want OK secure match=mx.bench.test …)\n%s", ans, err, tail(filepath.Join(rd, "mta-sts-daemon.log"), 20))
+		}
 	}
 	if err := waitBanner(addr, 30*time.Second, func() bool { return true }); err != nil {
 		inst.stop()
@@ -225,4 +298,32 @@ func postfixQueueCount(rd string) int {
 		})
 	}
 	return n
+}
+
+// socketmapQuery asks a Postfix socketmap server (netstrings) for key in map.
+func socketmapQuery(addr, mapName, key string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	q := mapName + " " + key
+	if _, err := fmt.Fprintf(c, "%d:%s,", len(q), q); err != nil {
+		return "", err
+	}
+	r := bufio.NewReader(c)
+	ls, err := r.ReadString(':')
+	if err != nil {
+		return "", err
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(ls, ":"))
+	if err != nil || n < 0 || n > 100000 {
+		return "", fmt.Errorf("bad netstring length %q", ls)
+	}
+	b := make([]byte, n+1)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", err
+	}
+	return string(b[:n]), nil
 }
