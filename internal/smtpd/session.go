@@ -166,7 +166,19 @@ func invalidBounce(rcpt string) *smtp.SMTPError {
 // keeping the local part byte for byte.
 func lowerDomain(addr string) string {
 	i := strings.LastIndexByte(addr, '@')
-	return addr[:i+1] + strings.ToLower(addr[i+1:])
+	d := strings.ToLower(addr[i+1:])
+	if len(d) != len(addr)-i-1 || checkDomain(d) != "" {
+		// Some letters change length when lower-cased (U+023A Ⱥ becomes
+		// the 3-octet U+2C65): the result could break the length limits
+		// checkAddress enforced. Lower-case ASCII letters only.
+		d = strings.Map(func(r rune) rune {
+			if r >= 'A' && r <= 'Z' {
+				return r + 'a' - 'A'
+			}
+			return r
+		}, addr[i+1:])
+	}
+	return addr[:i+1] + d
 }
 
 // Data streams the content to the Receiver and decides the reply. The 250

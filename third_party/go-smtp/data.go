@@ -134,6 +134,13 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 				r.state = stateBeginLine
 				break
 			}
+			// Outpost patch: a CR after a CR is again a CR that a LF may
+			// follow. Upstream went to stateData here, so "X<CR><CR><LF>.<CR><LF>"
+			// did not end the data and the client's next commands were
+			// read as content.
+			if c == '\r' {
+				break
+			}
 			r.state = stateData
 		case stateData:
 			if c == '\r' {
