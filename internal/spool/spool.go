@@ -525,6 +525,10 @@ func (s *Spool) Remove(mid uint64) error {
 // writer never got a success).
 const jrecLen = 17
 
+// maxJournalRID bounds the recipient index replay accepts (far above any
+// listener's recipient limit).
+const maxJournalRID = 1 << 20
+
 func encodeJ(b []byte, mid uint64, rid int, st State) []byte {
 	var r [jrecLen]byte
 	binary.BigEndian.PutUint64(r[0:], mid)
@@ -548,6 +552,12 @@ func (s *Spool) replayJournal() (map[uint64][]State, error) {
 			break
 		}
 		mid, rid := binary.BigEndian.Uint64(r[0:]), int(binary.BigEndian.Uint32(r[8:]))
+		if rid >= maxJournalRID {
+			// No message has that many recipients: the record cannot be
+			// ours, and growing a state slice to it could take gigabytes.
+			s.opts.Logger.Warn("spool: journal record with an impossible recipient index ignored", "mid", mid, "rid", rid)
+			continue
+		}
 		st := states[mid]
 		for len(st) <= rid {
 			st = append(st, Pending)
