@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -211,11 +212,30 @@ func serve(cfgPath string, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		slog.Warn(w)
 	}
+	// user: bind the listeners as root, then run as that user before
+	// anything is opened or accepted (internal/app/privdrop.go).
+	var prebound map[string]net.Listener
+	if cfg.User != "" {
+		id, err := app.LookupIdentity(cfg.User)
+		if err == nil && os.Geteuid() == 0 {
+			prebound, err = app.BindListeners(cfg)
+		}
+		if err == nil {
+			err = app.DropPrivileges(id, cfg.DataDir)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "outpost:", err)
+			return 1
+		}
+		slog.Info("running unprivileged", "user", id.Name, "uid", id.UID, "gid", id.GID)
+	}
 	a, err := app.New(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "outpost:", err)
 		return 1
 	}
+	a.UsePrebound(prebound)
+	defer a.ClosePrebound()
 	store, err := configstore.Open(live, cfg.DataDir)
 	if err != nil {
 		fmt.Fprintln(stderr, "outpost:", err)

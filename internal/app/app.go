@@ -70,6 +70,10 @@ type App struct {
 	listeners []*listener
 	runCtx    context.Context
 	errc      chan error
+
+	// prebound are sockets bound before a privilege drop (privdrop.go).
+	preMu    sync.Mutex
+	prebound map[string]net.Listener
 }
 
 // runtime is one generation of configuration-dependent parts.
@@ -235,9 +239,12 @@ func (a *App) newListener(cfg *config.Config, i int) (*listener, error) {
 
 // startListener binds and serves a listener; a bind failure is returned.
 func (a *App) startListener(l *listener) error {
-	ln, err := net.Listen("tcp", l.addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", l.addr, err)
+	ln := a.takePrebound(l.addr) // bound before a privilege drop
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", l.addr); err != nil {
+			return fmt.Errorf("listen %s: %w", l.addr, err)
+		}
 	}
 	go func() {
 		if err := l.srv.Serve(ln); err != nil {

@@ -49,6 +49,9 @@ type Config struct {
 	Control            Control                    `yaml:"control,omitempty"`
 	// WebUI is the administration web interface; nil (no webui: key): off.
 	WebUI *WebUI `yaml:"webui,omitempty"`
+	// User, when set and Outpost starts as root, is the user serve
+	// switches to once its listeners are bound (docs/hardening.md).
+	User string `yaml:"user,omitempty"`
 
 	// Source is the file the configuration came from ("" for defaults).
 	Source string `yaml:"-"`
