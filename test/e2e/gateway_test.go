@@ -33,6 +33,7 @@ func TestIPPreferenceV4AndV6(t *testing.T) {
   rv6.test: {ip_preference: require-ipv6}
   only4.test: {ip_preference: require-ipv6}
 `))
+	logOnFailure(t, w.d)
 	for _, d := range []string{"v6.test", "v4.test", "rv4.test", "rv6.test", "plain.test", "only4.test"} {
 		submitTo(t, w.d, "a@sender.test", "u@"+d)
 	}
@@ -77,6 +78,7 @@ func TestIPPreferenceFallsBackWithinPreference(t *testing.T) {
 	w.d = startOutpost(t, t.TempDir(), baseConfig(w, `destinations:
   fb.test: {ip_preference: prefer-ipv6}
 `))
+	logOnFailure(t, w.d)
 	submitTo(t, w.d, "a@sender.test", "u@fb.test")
 	v4.waitCount(t, 1, 20*time.Second)
 	w.d.waitLog(fmt.Sprintf(`^Info: Connection Error: DCID: \d+ IP: ::1 details: port %d `, w.port), 5*time.Second)
@@ -92,6 +94,7 @@ func TestGatewayListenerSelectsSource(t *testing.T) {
 `)
 	cfg = strings.Replace(cfg, "    relay_from: [127.0.0.0/8]\n", "    relay_from: [127.0.0.0/8]\n    virtual_gateway: gw2\n", 1)
 	w.d = startOutpost(t, t.TempDir(), cfg)
+	logOnFailure(t, w.d)
 	submitTo(t, w.d, "a@sender.test", "u@gw.test")
 	p.waitCount(t, 1, 20*time.Second)
 	if peer := p.peerOf("u@gw.test"); peer != "127.0.0.22" {
@@ -109,6 +112,7 @@ func TestGatewaySenderDomainsSelectSource(t *testing.T) {
   gw3: {source: 127.0.0.23, sender_domains: [brand.test]}
   gw4: {source: 127.0.0.24, sender_domains: [Other.TEST]}
 `))
+	logOnFailure(t, w.d)
 	submitTo(t, w.d, "x@brand.test", "brand@gw.test")
 	submitTo(t, w.d, "y@other.test", "other@gw.test")
 	submitTo(t, w.d, "z@plain.test", "plain@gw.test")

@@ -70,6 +70,7 @@ func TestRoutePriorityAndFailover(t *testing.T) {
 destinations:
   partner.test: {max_messages_per_connection: 1}
 `))
+	logOnFailure(t, w.d)
 	for i := 0; i < 4; i++ {
 		submitTo(t, w.d, "a@sender.test", fmt.Sprintf("u%d@partner.test", i))
 	}
@@ -108,6 +109,7 @@ func TestRouteRoundRobinEqualPriority(t *testing.T) {
 destinations:
   rr.test: {max_messages_per_connection: 1}
 `))
+	logOnFailure(t, w.d)
 	const n = 8
 	for i := 0; i < n; i++ {
 		submitTo(t, w.d, "a@sender.test", fmt.Sprintf("u%d@rr.test", i))
@@ -149,6 +151,7 @@ func TestRouteAllHostsDownWaitsWithoutMXFallback(t *testing.T) {
       - {host: dead1.stuck.test, priority: 0}
       - {host: dead2.stuck.test, priority: 1}
 `))
+	logOnFailure(t, w.d)
 	submitTo(t, w.d, "a@sender.test", "u@stuck.test")
 	w.d.waitLog(`^Info: Delayed: DCID \d+ MID \d+ From: <a@sender\.test> To: <u@stuck\.test> RID 0 - 4\.`, 15*time.Second)
 	// Both route hosts were tried, in priority order.
@@ -206,6 +209,7 @@ func TestRouteSubdomainAllUseDNSAndPort(t *testing.T) {
   port.test:
     hosts: [{host: 127.0.0.50, port: %d}]
 `, altPort)))
+	logOnFailure(t, w.d)
 	submitTo(t, w.d, "a@sender.test", "u@a.sub.test")
 	submitTo(t, w.d, "a@sender.test", "u@deep.b.sub.test")
 	submitTo(t, w.d, "a@sender.test", "u@sub.test")
@@ -244,6 +248,7 @@ func TestRouteDiscardDropsAndLogs(t *testing.T) {
 	w.d = startOutpost(t, t.TempDir(), baseConfig(w, `smtp_routes:
   junk.test: {discard: true}
 `))
+	logOnFailure(t, w.d)
 	submitTo(t, w.d, "a@sender.test", "x@junk.test", "y@junk.test")
 	line := w.d.waitLog(`^Info: MID \d+ to RID \[0, 1\] discarded: SMTP route /dev/null for junk\.test$`, 15*time.Second)
 	var mid int
@@ -274,6 +279,7 @@ smtp_routes:
   routed.test:
     hosts: [{host: relay.routed.test}]
 `))
+	logOnFailure(t, w.d)
 	submitTo(t, w.d, "a@sender.test", "u@routed.test")
 	relay.waitCount(t, 1, 20*time.Second)
 	w.d.waitLog(`^Info: MTA-STS is not enforced for domains that have SMTP Routes configured$`, 5*time.Second)
@@ -302,6 +308,7 @@ smtp_routes:
     hosts: [{host: relay.case.test}]
   .Sub.Case.Test.: {discard: true}
 `))
+	logOnFailure(t, w.d)
 	submitTo(t, w.d, "a@sender.test", "u@routed.case.test")
 	submitTo(t, w.d, "a@sender.test", "u@x.sub.case.test")
 	relay.waitCount(t, 1, 20*time.Second)
