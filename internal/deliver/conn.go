@@ -219,8 +219,10 @@ type Message struct {
 	EightBit   bool  // BODY=8BITMIME content (RFC 6152)
 	Size       int64 // body size in bytes, for SIZE= (RFC 1870); 0 = unknown
 	// Body opens the content: CRLF line endings, not dot-stuffed (the
-	// client does the stuffing, RFC 5321 §4.5.2). It is called once, after
-	// at least one recipient was accepted and before DATA.
+	// client does the stuffing, RFC 5321 §4.5.2). It is called after at
+	// least one recipient was accepted and before DATA, and once more
+	// beforehand only to read the header section of a message flagged
+	// SMTPUTF8 going to a server that does not offer it.
 	Body func() (io.ReadCloser, error)
 }
 
@@ -265,10 +267,17 @@ func (cn *Conn) Send(ctx context.Context, m *Message) *Result {
 		return res
 	}
 	// RFC 6531 §3.4: a message that needs SMTPUTF8 must not be sent to a
-	// server that does not offer it; the failure is permanent.
+	// server that does not offer it; the failure is permanent. A client
+	// may have asked for SMTPUTF8 for an all-ASCII message (many do
+	// whenever it is offered): that message needs nothing, and goes as is.
 	if _, ok := cn.ext["SMTPUTF8"]; m.SMTPUTF8 && !ok {
-		fill(reply.New(554, "5.6.7", "SMTPUTF8 is required, but was not offered by host %s", cn.host), nil)
-		return res
+		if needsUTF8(m) {
+			fill(reply.New(554, "5.6.7", "SMTPUTF8 is required, but was not offered by host %s", cn.host), nil)
+			return res
+		}
+		mm := *m
+		mm.SMTPUTF8 = false
+		m = &mm
 	}
 	// RFC 1870 §6: do not send a message larger than the server's SIZE.
 	if max := cn.sizeLimit(); max > 0 && m.Size > max {
@@ -599,4 +608,47 @@ func (d *dotWriter) finish() error {
 	}
 	d.w.WriteString(".\r\n")
 	return d.w.Flush()
+}
+
+// needsUTF8 reports whether a message flagged SMTPUTF8 really needs it:
+// a non-ASCII address in the envelope, or non-ASCII bytes in its header
+// section (RFC 6532). A header that cannot be read counts as needing it.
+func needsUTF8(m *Message) bool {
+	ascii := func(s string) bool {
+		for i := 0; i < len(s); i++ {
+			if s[i] >= 0x80 {
+				return false
+			}
+		}
+		return true
+	}
+	if !ascii(m.From) {
+		return true
+	}
+	for _, r := range m.Rcpts {
+		if !ascii(r.Addr) {
+			return true
+		}
+	}
+	if m.Body == nil {
+		return true
+	}
+	rc, err := m.Body()
+	if err != nil {
+		return true
+	}
+	defer rc.Close()
+	br := bufio.NewReaderSize(io.LimitReader(rc, 1<<20), 4096)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) == 0 || (len(line) <= 2 && strings.TrimRight(string(line), "\r\n") == "") {
+			return err != nil && err != io.EOF && err != bufio.ErrBufferFull
+		}
+		if !ascii(string(line)) {
+			return true
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			return false
+		}
+	}
 }

@@ -553,12 +553,30 @@ func TestSizeLimitAndSMTPUTF8(t *testing.T) {
 	}
 	m = msg("bob@example.test")
 	m.SMTPUTF8 = true
+	m.Body = func() (io.ReadCloser, error) {
+		return io.NopCloser(strings.NewReader("Subject: Grüße\r\n\r\nhello\r\n")), nil
+	}
 	res = cn.Send(context.Background(), m)
 	if r := res.Rcpt[0]; r.Enhanced != "5.6.7" || !r.Permanent() {
-		t.Errorf("smtputf8: %+v", r)
+		t.Errorf("smtputf8 with a UTF-8 header: %+v", r)
+	}
+	m = msg("jörg@example.test")
+	m.SMTPUTF8 = true
+	if r := cn.Send(context.Background(), m).Rcpt[0]; r.Enhanced != "5.6.7" {
+		t.Errorf("smtputf8 with a UTF-8 address: %+v", r)
 	}
 	if !cn.Usable() || len(b.got()) != 0 {
 		t.Error("local refusals touched the connection")
+	}
+	// Flagged SMTPUTF8 by the client but all ASCII (a UTF-8 body is not a
+	// header): it needs nothing and is delivered without the parameter.
+	m = msg("bob@example.test")
+	m.SMTPUTF8 = true
+	m.Body = func() (io.ReadCloser, error) {
+		return io.NopCloser(strings.NewReader("Subject: hi\r\n\r\nGrüße\r\n")), nil
+	}
+	if r := cn.Send(context.Background(), m).Rcpt[0]; !r.Success() {
+		t.Errorf("ASCII message flagged SMTPUTF8: %+v", r)
 	}
 	// Within the limit: delivered.
 	if res := cn.Send(context.Background(), msg("bob@example.test")); !res.Rcpt[0].Success() {
