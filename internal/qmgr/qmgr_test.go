@@ -41,8 +41,21 @@ type rsess struct {
 	n int
 }
 
-func (s *rsess) Reset()                               {}
-func (s *rsess) Mail(string, *smtp.MailOptions) error { return nil }
+func (s *rsess) Reset() {}
+
+// Mail counts a transaction in flight (until its data is taken): with at
+// most N connections there are never more than N transactions at once,
+// while session ends (Logout) trail the client's QUIT and could make a
+// reconnect look like an overlap.
+func (s *rsess) Mail(string, *smtp.MailOptions) error {
+	n := atomic.AddInt32(&s.r.active, 1)
+	s.r.mu.Lock()
+	if n > s.r.maxActive {
+		s.r.maxActive = n
+	}
+	s.r.mu.Unlock()
+	return nil
+}
 func (s *rsess) Rcpt(string, *smtp.RcptOptions) error { return nil }
 func (s *rsess) Logout() error {
 	s.r.mu.Lock()
