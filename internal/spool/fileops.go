@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -120,11 +121,14 @@ func (r *idReserver) reserve(upto uint64) {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], upto)
 	tmp := r.path + ".tmp"
+	r.ops.Remove(tmp) // a leftover from a crash would fail the exclusive create
 	if f, err := r.ops.Create(tmp); err == nil {
 		_, werr := f.Write(b[:])
 		serr := r.ops.SyncFiles([]File{f})
 		f.Close()
-		if werr == nil && serr == nil && r.ops.Rename(tmp, r.path) == nil {
+		// The rename must be durable too (directory fsync): else a power
+		// loss brings back the old mark and MIDs already used are reused.
+		if werr == nil && serr == nil && r.ops.Rename(tmp, r.path) == nil && r.ops.SyncDir(filepath.Dir(r.path)) == nil {
 			r.reserved = upto
 			return
 		}

@@ -578,7 +578,17 @@ func (s *Spool) compactLocked() error {
 			}
 		}
 	}
+	// Removals under msg/ (Remove, and Recover's removal of finished
+	// messages) are not fsynced one by one: make them durable before the
+	// journal forgets those messages' states, or a power loss could bring
+	// back a finished message without its states and deliver it again.
+	if err := s.ops.SyncDir(filepath.Join(s.dir, "msg")); err != nil {
+		return fmt.Errorf("spool: compact journal: %w", err)
+	}
 	tmp := filepath.Join(s.dir, "journal.tmp")
+	// A journal.tmp left by a crash during an earlier compaction would
+	// fail the exclusive create, and with it every later start-up.
+	s.ops.Remove(tmp)
 	f, err := s.ops.Create(tmp)
 	if err != nil {
 		return fmt.Errorf("spool: compact journal: %w", err)
