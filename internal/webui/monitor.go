@@ -167,21 +167,24 @@ func (s *Server) messageAction(w http.ResponseWriter, r *http.Request, ss *sessi
 // maxLogResults bounds a search's answer (the newest lines are kept).
 const maxLogResults = 2000
 
-var midRE = regexp.MustCompile(`\bMID (\d+)\b`)
+var idRE = regexp.MustCompile(`\b(MID|ICID|DCID) (\d+)\b`)
 
-// searchLogs finds the lines about a MID ("1234" or "MID 1234"), or about
-// an address or domain: the lines that contain it and every line of the
-// messages those lines name. Files are read oldest first: the rolled
-// mail.@*.s files, then mail.current.
+// searchLogs finds the story of a message in the mail log. The query is a
+// MID ("1234" or "MID 1234"), or an address or domain: then the lines that
+// contain it, every line of the messages those lines name, and the lines
+// of their connections (ICID, DCID) that name no other message — so a
+// search for a domain also shows "DCID 7 TLS deferring" for a connection
+// to its MX. Files are read oldest first: the rolled mail.@*.s files, then
+// mail.current; the newest maxLogResults lines are kept.
 func searchLogs(dir, q string) (lines []string, truncated bool, err error) {
 	q = strings.TrimSpace(q)
 	files, _ := filepath.Glob(filepath.Join(dir, "mail.@*.s"))
 	sort.Strings(files)
 	files = append(files, filepath.Join(dir, "mail.current"))
-	mids := map[string]bool{}
+	ids := map[string]bool{} // "MID 5", "ICID 2", "DCID 7"
 	needle := ""
 	if m := regexp.MustCompile(`^(?i:MID\s*)?(\d+)$`).FindStringSubmatch(q); m != nil {
-		mids[m[1]] = true
+		ids["MID "+m[1]] = true
 	} else {
 		needle = strings.ToLower(q)
 	}
@@ -203,29 +206,51 @@ func searchLogs(dir, q string) (lines []string, truncated bool, err error) {
 		}
 		return nil
 	}
+	hit := func(l string) bool { return needle != "" && strings.Contains(strings.ToLower(l), needle) }
+	// mentions reports whether l names a wanted MID, or a wanted
+	// connection and no message.
+	mentions := func(l string) bool {
+		conn, otherMID := false, false
+		for _, m := range idRE.FindAllStringSubmatch(l, -1) {
+			switch {
+			case m[1] == "MID" && ids[m[0]]:
+				return true
+			case m[1] == "MID":
+				otherMID = true
+			case ids[m[0]]:
+				conn = true
+			}
+		}
+		return conn && !otherMID
+	}
+	collect := func(l string) {
+		for _, m := range idRE.FindAllStringSubmatch(l, -1) {
+			ids[m[0]] = true
+		}
+	}
 	if needle != "" {
-		// First pass: the messages that mention the address or domain.
+		// The messages and connections whose lines contain the query.
 		if err := scan(func(l string) {
-			if strings.Contains(strings.ToLower(l), needle) {
-				for _, m := range midRE.FindAllStringSubmatch(l, -1) {
-					mids[m[1]] = true
-				}
+			if hit(l) {
+				collect(l)
 			}
 		}); err != nil {
 			return nil, false, err
 		}
 	}
-	err = scan(func(l string) {
-		hit := needle != "" && strings.Contains(strings.ToLower(l), needle)
-		if !hit {
-			for _, m := range midRE.FindAllStringSubmatch(l, -1) {
-				if mids[m[1]] {
-					hit = true
-					break
-				}
+	// The connections of those messages.
+	if err := scan(func(l string) {
+		for _, m := range idRE.FindAllStringSubmatch(l, -1) {
+			if m[1] == "MID" && ids[m[0]] {
+				collect(l)
+				return
 			}
 		}
-		if hit {
+	}); err != nil {
+		return nil, false, err
+	}
+	err = scan(func(l string) {
+		if hit(l) || mentions(l) {
 			lines = append(lines, l)
 			if len(lines) > maxLogResults {
 				lines = lines[1:]

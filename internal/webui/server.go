@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -144,6 +145,9 @@ func (s *Server) authed(h authedFunc) http.Handler {
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /static/", staticFiles())
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/static/favicon.svg", http.StatusMovedPermanently)
+	})
 	mux.HandleFunc("GET /login", s.loginPage)
 	mux.HandleFunc("POST /login", s.login)
 	a := func(pattern string, h authedFunc) { mux.Handle(pattern, s.authed(h)) }
@@ -186,7 +190,15 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/destinations", http.StatusSeeOther)
 		return
 	}
-	tok := randomToken()
+	// Keep a token the browser already has: a second load of the login
+	// page (another tab, a redirected favicon request) must not invalidate
+	// the form shown first.
+	tok := ""
+	if c, err := r.Cookie(loginCookie); err == nil && tokenRE.MatchString(c.Value) {
+		tok = c.Value
+	} else {
+		tok = randomToken()
+	}
 	setCookie(w, loginCookie, tok, 3600)
 	s.render(w, r, nil, http.StatusOK, "login", &page{Title: "Log in", CSRF: tok})
 }
@@ -231,6 +243,8 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, ss *session) {
 	setCookie(w, sessionCookie, "", -1)
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
+
+var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 
 // redirect answers a successful POST (303, so a reload does not repeat it).
 func redirect(w http.ResponseWriter, r *http.Request, path, done string) {

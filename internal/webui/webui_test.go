@@ -470,19 +470,25 @@ func TestMonitorCheckAndLogSearch(t *testing.T) {
 	if !strings.Contains(page, `<span class="v v-fail">fail</span>`) || !strings.Contains(page, "Fix: publish one") {
 		t.Fatalf("check page:\n%s", page)
 	}
-	// Mail-log search over rolled and current files.
+	// Mail-log search over rolled and current files: the lines of the
+	// messages and of their connections.
 	os.WriteFile(filepath.Join(r.b.logDir, "mail.@20260101T000000.000000.s"), []byte(
-		"Thu Jan  1 00:00:00 2026 Info: MID 5 ICID 1 From: <a@sender.test>\n"+
+		"Thu Jan  1 00:00:00 2026 Info: New SMTP ICID 1 interface Main (127.0.0.1) address 127.0.0.1 reverse dns host localhost verified yes\n"+
+			"Thu Jan  1 00:00:00 2026 Info: MID 5 ICID 1 From: <a@sender.test>\n"+
 			"Thu Jan  1 00:00:00 2026 Info: MID 5 ICID 1 RID 0 To: <u@partner.test>\n"+
 			"Thu Jan  1 00:00:00 2026 Info: MID 6 ICID 2 RID 0 To: <z@else.test>\n"), 0o600)
 	os.WriteFile(filepath.Join(r.b.logDir, "mail.current"), []byte(
-		"Thu Jan  1 00:00:01 2026 Info: Delivery start DCID 3 MID 5 to RID [0]\n"+
+		"Thu Jan  1 00:00:01 2026 Info: New SMTP DCID 3 interface 127.0.0.1 address 127.0.0.2 port 25\n"+
+			"Thu Jan  1 00:00:01 2026 Info: DCID 3 TLS success protocol TLSv1.3 cipher TLS_AES_128_GCM_SHA256\n"+
+			"Thu Jan  1 00:00:01 2026 Info: Delivery start DCID 3 MID 5 to RID [0]\n"+
 			"Thu Jan  1 00:00:01 2026 Info: Message finished MID 5 done\n"+
-			"Thu Jan  1 00:00:01 2026 Info: Message finished MID 6 done\n"), 0o600)
-	for q, want := range map[string]int{"partner.test": 4, "u@partner.test": 4, "MID 6": 2, "6": 2, "nothing.test": 0} {
+			"Thu Jan  1 00:00:02 2026 Info: New SMTP DCID 9 to mx.partner.test [127.0.0.2]:25\n"+
+			"Thu Jan  1 00:00:02 2026 Info: DCID 9 TLS deferring: verify error: peer cert does not match domain\n"+
+			"Thu Jan  1 00:00:02 2026 Info: Message finished MID 6 done\n"), 0o600)
+	for q, want := range map[string]int{"partner.test": 9, "u@partner.test": 7, "MID 6": 2, "6": 2, "MID 5": 7, "nothing.test": 0} {
 		lines, _, err := searchLogs(r.b.logDir, q)
 		if err != nil || len(lines) != want {
-			t.Errorf("search %q: %d lines %v, want %d: %q", q, len(lines), err, want, lines)
+			t.Errorf("search %q: %d lines %v, want %d:\n%s", q, len(lines), err, want, strings.Join(lines, "\n"))
 		}
 	}
 	_, page, _ = r.do(r.c, "GET", "/logs?q=partner.test", nil)
@@ -547,4 +553,19 @@ func TestSelfSignedCertificateKept(t *testing.T) {
 		t.Fatalf("key.pem: %v %v", fi, err)
 	}
 	_ = tls.VersionTLS12
+}
+
+// A second load of the login page (another tab, a favicon request that was
+// redirected) keeps the token of the form shown first.
+func TestLoginTokenSurvivesReload(t *testing.T) {
+	r := newRig(t)
+	_, first, _ := r.do(r.c, "GET", "/login", nil)
+	r.do(r.c, "GET", "/login", nil)
+	if code, _, _ := r.do(r.c, "GET", "/favicon.ico", nil); code != http.StatusMovedPermanently {
+		t.Errorf("favicon: %d", code)
+	}
+	code, _, _ := r.do(r.c, "POST", "/login", url.Values{"csrf": {r.csrf(first)}, "user": {"admin"}, "password": {"correct horse"}})
+	if code != http.StatusSeeOther {
+		t.Fatalf("login with the first form's token: %d", code)
+	}
 }
