@@ -1303,6 +1303,12 @@ func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
 
 	// transform each single line with \n, into separate lines
 	text = strings.Split(strings.Join(text, "\n"), "\n")
+	// Outpost patch: replies echo client input (an unrecognized command):
+	// a CR or other control character in it must not reach the client
+	// inside a reply line (RFC 5321 §4.2: text is printable and HT/SP).
+	for i, l := range text {
+		text[i] = strings.Map(replyChar, l)
+	}
 
 	lastLineIndex := len(text) - 1
 	for i := 0; i < lastLineIndex; i++ {
@@ -1351,4 +1357,13 @@ func (c *Conn) reset() {
 
 	c.fromReceived = false
 	c.recipients = nil
+}
+
+// replyChar is the reply text character for r: controls other than HT
+// become '?'.
+func replyChar(r rune) rune {
+	if r < 0x20 && r != '\t' || r == 0x7f {
+		return '?'
+	}
+	return r
 }
