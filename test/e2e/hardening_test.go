@@ -356,3 +356,77 @@ func sendRaw(addr, from, to string) error {
 	}
 	return loadSend(c, from, to, "Subject: bounce\r\n\r\nforged\r\n")
 }
+
+// TestCapabilityBind reproduces the systemd unit's privilege model without
+// systemd: the daemon runs as nobody from exec, with CAP_NET_BIND_SERVICE
+// as its only (ambient) capability and no_new_privs, binds port 25 and
+// accepts mail.
+func TestCapabilityBind(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to start a process as nobody with a capability")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) is not installed")
+	}
+	if _, err := lookupNobody(); err != nil {
+		t.Skip(err)
+	}
+	w := newWorld(t, "127.0.0.176")
+	w.z.addMX("live.test", 10, "mx.live.test")
+	w.z.addA("mx.live.test", "127.0.0.176")
+	p := newProbe(t, fmt.Sprintf("127.0.0.176:%d", w.port), 0)
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o711)
+	}
+	os.Chmod(filepath.Dir(w.caFile), 0o711)
+	os.Chmod(w.caFile, 0o644)
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("chown", "nobody", data).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v %s", err, out)
+	}
+	cfgPath := filepath.Join(dir, "outpost.yaml")
+	addr := "127.0.0.177:25"
+	cfg := strings.ReplaceAll(strings.ReplaceAll(loadConfig(w, ""), "%SMTP%", addr), "%DATA%", data)
+	writeFile(t, cfgPath, cfg)
+	os.Chmod(cfgPath, 0o644)
+	d := &daemon{t: t, dir: dir, smtp: addr, cfgPath: cfgPath, stderr: &lockedBuffer{}}
+	d.cmd = exec.Command(setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+		"--inh-caps=-all,+net_bind_service", "--ambient-caps=+net_bind_service", "--bounding-set=-all,+net_bind_service", "--no-new-privs",
+		releaseBinary(t), "serve", "--config", cfgPath)
+	d.cmd.Stdout, d.cmd.Stderr = d.stderr, d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.stop)
+	logOnFailure(t, d)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no listener on %s: %s", addr, d.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := string(b)
+	for _, want := range []string{"CapEff:\t0000000000000400", "CapAmb:\t0000000000000400", "NoNewPrivs:\t1"} {
+		if !strings.Contains(st, want) {
+			t.Fatalf("status lacks %q:\n%s", want, st)
+		}
+	}
+	submitTo(t, d, "a@sender.test", "u@live.test")
+	p.waitCount(t, 1, 30*time.Second)
+	uid, _, _ := idLines(t, fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	t.Logf("outpost as Uid %s with only CAP_NET_BIND_SERVICE bound %s and delivered", uid, addr)
+}
