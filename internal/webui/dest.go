@@ -160,7 +160,6 @@ func (s *Server) destForm(eff *config.Config, name string, isNew bool, d *config
 			f.Warns = append(f.Warns, "This destination has an SMTP route: "+routeNote+".")
 		}
 	}
-	f.Notes = append(f.Notes, routeNote+".")
 	return f
 }
 
