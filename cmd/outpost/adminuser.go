@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -76,6 +77,9 @@ func adminuserCmd(cfgPath string, args []string, stdin io.Reader, stdout, stderr
 		if err != nil {
 			return fail(err)
 		}
+		if err := followOwner(cfg.DataDir, webui.Dir(cfg.DataDir), users.Path()); err != nil {
+			return fail(err)
+		}
 		if replaced {
 			fmt.Fprintf(stdout, "Password of administrator %s changed.\n", names[0])
 		} else {
@@ -97,12 +101,38 @@ func adminuserCmd(cfgPath string, args []string, stdin io.Reader, stdout, stderr
 		if err := users.Delete(names[0]); err != nil {
 			return fail(err)
 		}
+		if err := followOwner(cfg.DataDir, users.Path()); err != nil {
+			return fail(err)
+		}
 		fmt.Fprintf(stdout, "Administrator %s deleted.\n", names[0])
 	default:
 		fmt.Fprint(stderr, adminuserUsage)
 		return 2
 	}
 	return 0
+}
+
+// followOwner gives paths to the owner of the data directory when root
+// runs adminuser, so that a daemon that dropped its privileges (user:)
+// can still read the users file.
+func followOwner(dataDir string, paths ...string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(dataDir)
+	if err != nil {
+		return nil
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return nil
+	}
+	for _, p := range paths {
+		if err := os.Lchown(p, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("give %s to the data directory's owner: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // readPasswordLine reads one line (for --password-stdin).

@@ -366,3 +366,32 @@ func artifactDir(t *testing.T) string {
 	}
 	return dir
 }
+
+// TestWebUIAdminuserPromptsOnTerminal adds an administrator the interactive
+// way: the password is asked twice on the terminal, without echo, and a
+// mismatch adds nothing.
+func TestWebUIAdminuserPromptsOnTerminal(t *testing.T) {
+	cfgPath, dataDir := destconfigSetup(t, "")
+	p := startPTY(t, "adminuser", "add", "ops", "--config", cfgPath)
+	p.answer("Password: ", "first-password")
+	p.answer("Retype the password: ", "other-password")
+	p.expect("the passwords do not match")
+	<-p.eof
+	if _, err := os.Stat(filepath.Join(dataDir, "webui", "users.json")); err == nil {
+		t.Fatal("a mismatched password added the user")
+	}
+	p = startPTY(t, "adminuser", "add", "ops", "--config", cfgPath)
+	p.answer("Password: ", "good-password")
+	p.answer("Retype the password: ", "good-password")
+	p.expect("Administrator ops added")
+	p.wait()
+	p.mu.Lock()
+	out := p.buf.String()
+	p.mu.Unlock()
+	if strings.Contains(out, "good-password") || strings.Contains(out, "first-password") {
+		t.Fatalf("the password was echoed:\n%s", out)
+	}
+	if out, err := exec.Command(binPath, "adminuser", "list", "--config", cfgPath).CombinedOutput(); err != nil || !strings.Contains(string(out), "ops") {
+		t.Fatalf("adminuser list: %v\n%s", err, out)
+	}
+}
