@@ -334,6 +334,9 @@ func restartOnly(old, cfg *config.Config) []string {
 	if !same(old.MTASTS, cfg.MTASTS) {
 		out = append(out, "mta_sts")
 	}
+	if !same(old.WebUI, cfg.WebUI) {
+		out = append(out, "webui")
+	}
 	if old.Delivery.MaxConnections != cfg.Delivery.MaxConnections {
 		out = append(out, "delivery.max_connections")
 	}
