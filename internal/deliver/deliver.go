@@ -396,17 +396,26 @@ func (c *Client) connectAddr(ctx context.Context, domain string, h tlspolicy.Hos
 	defer stop()
 
 	// RFC 5321 §3.1: wait for the 220 greeting.
+	// A refusal here sends the attempt on to the next host, and when that
+	// one delivers nothing else names this host's reply: log it.
+	refused := func(stage string, r *reply.Reply) {
+		c.o.Log.ConnectionError(dcid, ip, stage, r.String())
+	}
 	rep, _, err := cn.readReply(t.Greeting)
 	if err != nil {
 		cn.broken = true
 		cn.Close()
-		return nil, fail(StageGreeting, ioReply(err, "reading the greeting"), err)
+		r := ioReply(err, "reading the greeting")
+		refused("greeting", r)
+		return nil, fail(StageGreeting, r, err)
 	}
 	if rep.Code != 220 {
+		refused("greeting", rep)
 		cn.Close() // RFC 5321 §3.1: a client receiving 554 SHOULD send QUIT
 		return nil, fail(StageGreeting, rep, nil)
 	}
 	if rep, err := cn.hello(); err != nil {
+		refused("EHLO", rep)
 		cn.Close()
 		return nil, fail(StageEHLO, rep, err)
 	}
