@@ -113,6 +113,7 @@ type Spool struct {
 	jwait   []chan error
 	jkick   chan struct{}
 	jbuf    bytes.Buffer
+	jbroken bool // a journal write failed: compact before the next append
 }
 
 // ErrNoSpace is returned by CheckSpace when the disk is nearly full.
@@ -475,6 +476,15 @@ func (s *Spool) Recover() ([]*Record, error) {
 		}
 		out = append(out, r)
 	}
+	// Records moved aside keep their names: new MIDs stay above them too,
+	// so a new message never overwrites a record kept for inspection.
+	if aside, err := os.ReadDir(filepath.Join(s.dir, "corrupt")); err == nil {
+		for _, e := range aside {
+			if mid, err := strconv.ParseUint(e.Name(), 10, 64); err == nil {
+				maxMID = max(maxMID, mid)
+			}
+		}
+	}
 	s.ids.atLeast(maxMID + 1)
 	sort.Slice(out, func(i, j int) bool { return out[i].MID < out[j].MID })
 	s.jmu.Lock()
@@ -669,8 +679,24 @@ func (s *Spool) journaler() {
 		var err error
 		if j == nil {
 			err = errors.New("spool: journal not open (Recover not called)")
-		} else if _, err = j.Write(buf); err == nil {
-			err = s.ops.SyncFiles([]File{j})
+		} else {
+			s.jmu.Lock()
+			if s.jbroken {
+				// A failed write may have left a partial record, which
+				// would end replay there and hide every later record:
+				// rewrite the journal from the live states (which include
+				// this batch) before appending again.
+				if err = s.compactLocked(); err == nil {
+					s.jbroken = false
+				}
+				j = s.journal
+			}
+			s.jmu.Unlock()
+			if err == nil {
+				if _, err = j.Write(buf); err == nil {
+					err = s.ops.SyncFiles([]File{j})
+				}
+			}
 		}
 		if err != nil {
 			err = fmt.Errorf("spool: journal: %w", err)
@@ -680,7 +706,9 @@ func (s *Spool) journaler() {
 		}
 		s.jmu.Lock()
 		s.jsize += int64(len(buf))
-		if s.jsize > s.opts.JournalLimit {
+		if err != nil {
+			s.jbroken = true
+		} else if s.jsize > s.opts.JournalLimit {
 			if cerr := s.compactLocked(); cerr != nil {
 				s.opts.Logger.Error("spool: journal compaction failed", "err", cerr)
 			}

@@ -230,3 +230,59 @@ func BenchmarkAccept(b *testing.B) {
 		}
 	})
 }
+
+// A failed journal write may leave a torn record; the next successful Mark
+// must not be hidden behind it after a restart.
+func TestJournalRecoversAfterFailedWrite(t *testing.T) {
+	dir := t.TempDir()
+	ops := &tornJournalOps{}
+	s := open(t, dir, ops)
+	s.Recover()
+	mid := s.NewMID()
+	s.Accept(mid, testEnv(3), strings.NewReader("x\r\n"))
+	ops.tear = true
+	if err := s.Mark(mid, []int{0}, Delivered); err == nil {
+		t.Fatal("torn journal write not reported")
+	}
+	ops.tear = false
+	if err := s.Mark(mid, []int{1}, Bounced); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir, nil)
+	defer s.Close()
+	recs, err := s.Recover()
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("%v %d", err, len(recs))
+	}
+	if st := recs[0].States; st[1] != Bounced || st[2] != Pending {
+		t.Fatalf("states after a torn journal write: %q", st)
+	}
+}
+
+// tornJournalOps writes half of a journal append and fails, like a full disk.
+type tornJournalOps struct {
+	OSOps
+	tear bool
+}
+
+func (o *tornJournalOps) OpenAppend(p string) (File, error) {
+	f, err := o.OSOps.OpenAppend(p)
+	if err != nil {
+		return nil, err
+	}
+	return &tornFile{File: f, o: o}, nil
+}
+
+type tornFile struct {
+	File
+	o *tornJournalOps
+}
+
+func (f *tornFile) Write(b []byte) (int, error) {
+	if f.o.tear {
+		n, _ := f.File.Write(b[:len(b)/2])
+		return n, errInjected
+	}
+	return f.File.Write(b)
+}
