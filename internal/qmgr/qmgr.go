@@ -510,6 +510,30 @@ func (q *Manager) worker(d *dest) {
 	}
 }
 
+// schedule is the bounce profile's retry schedule: after the attempts-th
+// attempt (1 = the first) failed at now, either the time of the next one,
+// or expired when the recipient must bounce instead. Max retries counts
+// retries, not the first attempt (the appliance: 2 retries with a 60 s
+// interval means attempts at 0, 60 and 120 s, then a bounce). The interval
+// starts at InitialRetry and doubles up to MaxRetryInterval; the last retry
+// is brought forward to the end of MaxQueueLifetime, so a message never
+// waits past its lifetime for an attempt.
+func schedule(p Profile, arrival, now time.Time, attempts int) (next time.Time, expired bool) {
+	deadline := arrival.Add(p.MaxQueueLifetime)
+	if !now.Before(deadline) || attempts > p.MaxRetries {
+		return time.Time{}, true
+	}
+	delay := p.InitialRetry << min(attempts-1, 20)
+	if delay > p.MaxRetryInterval || delay <= 0 {
+		delay = p.MaxRetryInterval
+	}
+	next = now.Add(delay)
+	if next.After(deadline) {
+		next = deadline
+	}
+	return next, false
+}
+
 // window counts recipients sent in the current rate-limit window.
 type window struct {
 	start time.Time
@@ -675,7 +699,7 @@ func (q *Manager) outcome(j *job, dcid uint64, host string, res *TxnResult) {
 	j.attempts++
 	now := q.o.Now()
 	prof := q.profile(j.dest.domain)
-	expired := now.Sub(m.Env.Time) >= prof.MaxQueueLifetime || j.attempts >= prof.MaxRetries
+	next, expired := schedule(prof, m.Env.Time, now, j.attempts)
 	if len(deferred) > 0 && expired {
 		for i := range deferF {
 			last := deferF[i].Reply
@@ -734,11 +758,7 @@ func (q *Manager) outcome(j *job, dcid uint64, host string, res *TxnResult) {
 			q.o.Log.Delayed(dcid, m.MID, from, m.Env.Recipients[f.RID].Addr, f.RID, f.Reply.Class(), f.Reply.CodeString(), f.Reply.Text)
 		}
 		j.rids = deferred
-		delay := prof.InitialRetry << min(j.attempts-1, 20)
-		if delay > prof.MaxRetryInterval || delay <= 0 {
-			delay = prof.MaxRetryInterval
-		}
-		j.next = now.Add(delay)
+		j.next = next
 		q.o.Log.Pending(m.MID, deferred, j.next, prof.BounceProfile)
 		heap.Push(&q.retry, j)
 		select {
