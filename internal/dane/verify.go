@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"outpost/internal/certname"
 )
 
 // Result is the DANE verdict on one TLS peer.
@@ -99,7 +101,7 @@ func VerifyAt(cs tls.ConnectionState, records []TLSA, names []string, now time.T
 			// the server certificate's names against the reference
 			// identifiers (the TLSA base domain; optionally the
 			// next-hop domain).
-			if name, ok := matchCert(leaf, names); ok {
+			if name, ok := certname.Cert(leaf, names); ok {
 				return Result{OK: true, Record: r, Depth: ta.depth, Name: name,
 					Reason: fmt.Sprintf("DANE-TA %s matched the trust anchor at depth %d and the certificate name %s", r, ta.depth, name)}
 			}
@@ -154,41 +156,4 @@ func chainReason(err error) string {
 		return "certificate not issued by the trust anchor"
 	}
 	return err.Error()
-}
-
-// matchCert reports whether cert is valid for one of names: the DNS
-// subjectAltNames, or the subject CN only when there is no DNS SAN
-// (RFC 6125 §6.4.4), with a wildcard allowed only as the whole leftmost
-// label and matching one label (RFC 7672 §3.2.3). It mirrors
-// deliver.MatchCert, which dane cannot import (deliver imports dane).
-func matchCert(cert *x509.Certificate, names []string) (string, bool) {
-	presented := cert.DNSNames
-	if len(presented) == 0 && cert.Subject.CommonName != "" {
-		presented = []string{cert.Subject.CommonName}
-	}
-	for _, ref := range names {
-		for _, p := range presented {
-			if matchName(p, ref) {
-				return ref, true
-			}
-		}
-	}
-	return "", false
-}
-
-func matchName(presented, ref string) bool {
-	p := strings.ToLower(strings.TrimSuffix(presented, "."))
-	r := strings.ToLower(strings.TrimSuffix(ref, "."))
-	if p == "" || r == "" || strings.HasPrefix(r, "*") {
-		return false
-	}
-	if !strings.Contains(p, "*") {
-		return p == r
-	}
-	rest, ok := strings.CutPrefix(p, "*.")
-	if !ok || strings.Contains(rest, "*") || !strings.Contains(rest, ".") {
-		return false
-	}
-	label, suffix, ok := strings.Cut(r, ".")
-	return ok && label != "" && suffix == rest
 }
