@@ -64,7 +64,7 @@ func bounceconfigCmd(cfgPath string, args []string, stdin io.Reader, stdout, std
 		return 1
 	}
 	if len(args) == 0 {
-		s := &bounceSession{p: newPrompter(stdin, stdout), st: st}
+		s := &bounceSession{editSession{p: newPrompter(stdin, stdout), st: st}}
 		if err := s.run(); err != nil {
 			fmt.Fprintln(stderr, "outpost:", err)
 			return 1
@@ -345,18 +345,10 @@ func listProfiles(w io.Writer, raw, eff *config.Config) {
 
 // ---- interactive ----
 
-type bounceSession struct {
-	p       *prompter
-	st      *configstore.Store
-	changed bool
-}
+type bounceSession struct{ editSession }
 
 func (s *bounceSession) run() error {
-	defer func() {
-		if s.changed {
-			s.p.say("\n%s", commitReminder)
-		}
-	}()
+	defer s.remind()
 	for {
 		raw, eff, err := working(s.st)
 		if err != nil {

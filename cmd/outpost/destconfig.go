@@ -27,6 +27,22 @@ import (
 
 const commitReminder = "Use the commit command to make these changes active."
 
+// editSession is what the interactive editors (destconfig, smtproutes,
+// bounceconfig) share: the prompter, the configuration store their edits
+// go to as pending changes, and whether anything was changed.
+type editSession struct {
+	p       *prompter
+	st      *configstore.Store
+	changed bool
+}
+
+// remind tells the administrator, on leaving, that changes are pending.
+func (s *editSession) remind() {
+	if s.changed {
+		s.p.say("\n%s", commitReminder)
+	}
+}
+
 // working returns the working configuration (pending, else live) raw and
 // validated (with defaults applied).
 func working(st *configstore.Store) (raw, eff *config.Config, err error) {
@@ -246,7 +262,7 @@ func destconfigCmd(cfgPath string, args []string, stdin io.Reader, stdout, stder
 		return 1
 	}
 	if len(args) == 0 {
-		s := &destSession{p: newPrompter(stdin, stdout), st: st}
+		s := &destSession{editSession{p: newPrompter(stdin, stdout), st: st}}
 		if err := s.run(); err != nil {
 			fmt.Fprintln(stderr, "outpost:", err)
 			return 1
@@ -924,18 +940,10 @@ func pickPtr[T any](v, def *T) T {
 
 // ---- the interactive session ----
 
-type destSession struct {
-	p       *prompter
-	st      *configstore.Store
-	changed bool
-}
+type destSession struct{ editSession }
 
 func (s *destSession) run() error {
-	defer func() {
-		if s.changed {
-			s.p.say("\n%s", commitReminder)
-		}
-	}()
+	defer s.remind()
 	for {
 		raw, eff, err := working(s.st)
 		if err != nil {

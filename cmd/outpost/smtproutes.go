@@ -277,7 +277,7 @@ func smtproutesCmd(cfgPath string, args []string, stdin io.Reader, stdout, stder
 		return 1
 	}
 	if len(args) == 0 {
-		s := &routeSession{p: newPrompter(stdin, stdout), st: st}
+		s := &routeSession{editSession{p: newPrompter(stdin, stdout), st: st}}
 		if err := s.run(); err != nil {
 			fmt.Fprintln(stderr, "outpost:", err)
 			return 1
@@ -533,18 +533,10 @@ func printRoutes(w io.Writer, raw *config.Config) {
 
 // ---- interactive ----
 
-type routeSession struct {
-	p       *prompter
-	st      *configstore.Store
-	changed bool
-}
+type routeSession struct{ editSession }
 
 func (s *routeSession) run() error {
-	defer func() {
-		if s.changed {
-			s.p.say("\n%s", commitReminder)
-		}
-	}()
+	defer s.remind()
 	for {
 		raw, eff, err := working(s.st)
 		if err != nil {
