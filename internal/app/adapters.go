@@ -118,6 +118,19 @@ func (d dialer) reportTesting(domain string, h tlspolicy.Host, c *deliver.Conn, 
 	d.a.log.Infof("MTA-STS policy for the domain (%s) in testing mode would have succeeded", domain)
 }
 
+// Alive reports whether a pooled connection is still open (qmgr.Checker).
+func (c conn) Alive() bool { return c.c.Alive() }
+
+// Reused records a pooled connection taken by another destination domain
+// (qmgr.Reuser): that domain's TLS report counts it, and under MTA-STS its
+// success line is logged as for a new connection. The pool hands over a
+// connection only under the same requirement it was verified for.
+func (c conn) Reused(d qmgr.Dest, h tlspolicy.Host) {
+	rt := c.a.cur.Load()
+	c.a.tlsReport.observe(rt.cfg.Profile(d.Domain), d.Domain, h, c.c, nil)
+	stsOutcome(c.a.log, d.Domain, h, nil)
+}
+
 func (c conn) Close() error { return c.c.Close() }
 func (c conn) DCID() uint64 { return c.c.DCID() }
 func (c conn) Host() string { return c.c.Host() }

@@ -25,6 +25,7 @@ func startMetrics(addr string, a *App) (*metricsServer, error) {
 	counter("recipients_deferred_total", "Temporary recipient failures (each deferral counts).", func() float64 { return float64(st.Deferred.Load()) })
 	counter("recipients_bounced_total", "Recipients bounced.", func() float64 { return float64(st.Bounced.Load()) })
 	counter("delivery_connections_total", "Delivery connections opened.", func() float64 { return float64(st.Connections.Load()) })
+	counter("delivery_connections_reused_total", "Idle delivery connections taken from the pool (by any destination behind the same host and TLS requirement).", func() float64 { return float64(st.Reused.Load()) })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost", Name: "queue_messages", Help: "Messages in the queue."},
 		func() float64 { n, _ := a.q.Size(); return float64(n) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost", Name: "queue_oldest_seconds", Help: "Age of the oldest queued message."},

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"outpost/internal/envelope"
@@ -75,6 +76,84 @@ func (cn *Conn) Extension(name string) (string, bool) {
 
 // Usable reports whether another transaction may be sent.
 func (cn *Conn) Usable() bool { return !cn.broken && !cn.closed }
+
+// Alive reports whether an idle connection can carry another transaction:
+// it is usable and the server has neither closed it nor sent anything
+// unasked (a 421 on idle timeout, say). A connection found dead is marked
+// broken. Call it before reusing a pooled connection; it does not wait
+// unless the server did send something.
+func (cn *Conn) Alive() bool {
+	if !cn.Usable() {
+		return false
+	}
+	if cn.r.Buffered() > 0 {
+		cn.markBroken()
+		return false
+	}
+	switch peekSocket(cn.nc) {
+	case sockIdle:
+		return true
+	case sockClosed:
+		cn.markBroken()
+		return false
+	}
+	// Bytes are waiting. Over TLS they may be a session ticket the server
+	// sent after the handshake, which is not a reply: read through the TLS
+	// layer briefly. A timeout means only such records were there (TLS
+	// treats a timeout as temporary, so the connection stays usable); SMTP
+	// data or EOF means the server is done with this connection.
+	cn.nc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, err := cn.r.Peek(1)
+	cn.nc.SetReadDeadline(time.Time{})
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	cn.markBroken()
+	return false
+}
+
+type sockState int
+
+const (
+	sockIdle   sockState = iota // nothing to read, still open
+	sockData                    // bytes waiting
+	sockClosed                  // EOF or an error
+)
+
+// peekSocket looks at the TCP socket under nc without blocking and without
+// consuming anything (recv with MSG_PEEK|MSG_DONTWAIT). A read deadline in
+// the past cannot do this: Go then fails the read before trying it.
+func peekSocket(nc net.Conn) sockState {
+	raw := nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	sc, ok := raw.(syscall.Conn)
+	if !ok {
+		return sockData // cannot tell: let the caller read
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return sockClosed
+	}
+	var b [1]byte
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true
+	}); err != nil {
+		return sockClosed
+	}
+	switch {
+	case rerr == syscall.EAGAIN:
+		return sockIdle
+	case rerr != nil, n == 0:
+		return sockClosed
+	}
+	return sockData
+}
 
 // readReply reads one possibly multi-line reply (RFC 5321 §4.2.1) within
 // timeout. lines are the texts after "ddd-"/"ddd ".

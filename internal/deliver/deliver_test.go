@@ -969,3 +969,69 @@ func FuzzReadReply(f *testing.F) {
 		}
 	})
 }
+
+// Alive tells a pooled connection that can carry another message from one
+// the server has given up on: idle over TLS and in plaintext it is alive
+// (and still works afterwards); after the server sent 421 and closed, or
+// just closed, it is not.
+func TestAlive(t *testing.T) {
+	p := getPKI(t)
+	t.Run("tls-idle", func(t *testing.T) {
+		b := &backend{}
+		port := startSMTP(t, b, serverTLS(p.valid, 0), nil)
+		h := newHarness(t, p.ca)
+		cn, err := h.c.Connect(context.Background(), domain, tlspolicy.Host{Name: mxName, Port: port, TLS: tlspolicy.ForMode(tlspolicy.RequiredVerify, domain, mxName)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cn.Close()
+		for i := 0; i < 3; i++ {
+			if !cn.Alive() {
+				t.Fatalf("check %d: an idle TLS connection reported dead", i)
+			}
+			if res := cn.Send(context.Background(), msg("bob@example.test")); !res.Rcpt[0].Success() {
+				t.Fatalf("send %d after Alive: %v", i, res.Rcpt[0])
+			}
+		}
+		if n := len(b.got()); n != 3 {
+			t.Fatalf("receiver got %d messages, want 3", n)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		bye  string
+	}{{"421-then-close", "421 4.4.2 idle timeout\r\n"}, {"close", ""}} {
+		t.Run(tc.name, func(t *testing.T) {
+			closed := make(chan struct{})
+			port := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+				io.WriteString(c, "220 mx.example.test ESMTP\r\n")
+				readCmd(r) // EHLO
+				io.WriteString(c, "250-mx.example.test\r\n250 PIPELINING\r\n")
+				io.WriteString(c, tc.bye)
+				c.Close()
+				close(closed)
+			})
+			h := newHarness(t, nil)
+			cn, err := h.c.Connect(context.Background(), domain, tlspolicy.Host{Name: mxName, Port: port, TLS: tlspolicy.ForMode(tlspolicy.None, domain, mxName)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cn.Close()
+			<-closed
+			// The FIN (and the 421) may take a moment to arrive on loopback.
+			dead := false
+			for i := 0; i < 200 && !dead; i++ {
+				dead = !cn.Alive()
+				if !dead {
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			if !dead {
+				t.Fatal("a connection the server closed is reported alive")
+			}
+			if cn.Usable() {
+				t.Fatal("a dead connection is still usable")
+			}
+		})
+	}
+}

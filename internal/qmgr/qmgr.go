@@ -12,8 +12,17 @@
 //     ready jobs; all destinations together get at most MaxConnections.
 //   - Connection reuse. A connection carries up to
 //     Profile.MaxMessagesPerConnection messages (default 50), then a new one
-//     is opened; an idle connection waits IdleReuse for more work before it
-//     says QUIT.
+//     is opened. A worker that runs out of work for its destination parks
+//     its connection in a pool keyed by what makes connections
+//     interchangeable: host, port, the whole TLS requirement (mode, minimum
+//     version, accepted certificate names, DANE records), address
+//     preference and gateway. Any destination whose plan names that host
+//     with that requirement takes it from there, so 1 000 domains behind
+//     one MX share a few connections instead of a TLS handshake each
+//     (design.md §4). A parked connection is checked before reuse (the
+//     server may have closed it) and says QUIT after IdleReuse unused.
+//     Profiles with per-MX-IP limits keep their connections to themselves
+//     (the old way: an idle worker waits IdleReuse for its own domain).
 //   - Retry with backoff. A deferred job waits InitialRetry, doubling per
 //     attempt up to MaxRetryInterval (bounce profile: 60 s, 3600 s).
 //   - Dead destination. When no host of a destination accepts a connection,
@@ -86,7 +95,8 @@ type Dialer interface {
 	Connect(ctx context.Context, d Dest, h tlspolicy.Host) (Conn, error)
 }
 
-// Conn is one open delivery connection.
+// Conn is one open delivery connection. A Conn may also implement
+// Checker and Reuser.
 type Conn interface {
 	Send(ctx context.Context, t *Txn) *TxnResult
 	Close() error
@@ -94,6 +104,18 @@ type Conn interface {
 	Host() string
 	// RemoteIP is the address connected to (for per-MX-IP limits).
 	RemoteIP() string
+}
+
+// Checker is implemented by connections that can tell, without blocking,
+// whether an idle connection is still open (the pool asks before reuse).
+type Checker interface {
+	Alive() bool
+}
+
+// Reuser is implemented by connections that want to know when the pool
+// hands them to another destination (for per-domain logs and reports).
+type Reuser interface {
+	Reused(d Dest, h tlspolicy.Host)
 }
 
 // Txn is one transaction: one message to the recipients of one domain.
@@ -156,8 +178,10 @@ type Options struct {
 	MaxRetryInterval time.Duration
 	MaxQueueLifetime time.Duration
 	MaxRetries       int
-	IdleReuse        time.Duration // default 2s
-	Now              func() time.Time
+	// IdleReuse is how long an unused connection stays open for more
+	// work (default 2s).
+	IdleReuse time.Duration
+	Now       func() time.Time
 }
 
 // Message is a queued message.
@@ -196,6 +220,18 @@ type dest struct {
 // Stats are counters for metrics.
 type Stats struct {
 	Delivered, Deferred, Bounced, Connections, Messages atomic.Int64
+	// Reused counts connections taken from the pool.
+	Reused atomic.Int64
+}
+
+// pooled is a delivery connection with what the pool knows of it.
+type pooled struct {
+	conn   Conn
+	key    string // "" when it may not be pooled
+	dest   Dest   // the destination it last carried mail for
+	sent   int    // transactions so far
+	timer  *time.Timer
+	parked bool
 }
 
 // Manager is the queue manager.
@@ -212,10 +248,15 @@ type Manager struct {
 	rate  map[string]*window
 	retry retryHeap
 	conns int
-	kick  chan struct{}
-	ctx   context.Context
-	wg    sync.WaitGroup
-	Stats Stats
+	// pool holds idle connections by poolKey; parked counts them (they
+	// count against MaxConnections too).
+	pool    map[string][]*pooled
+	parked  int
+	closers sync.WaitGroup
+	kick    chan struct{}
+	ctx     context.Context
+	wg      sync.WaitGroup
+	Stats   Stats
 }
 
 // New makes a Manager; call Run to start it.
@@ -241,7 +282,8 @@ func New(o Options) *Manager {
 	if o.MaxRetries == 0 {
 		o.MaxRetries = 100
 	}
-	return &Manager{o: o, msgs: map[uint64]*Message{}, dests: map[Dest]*dest{}, domainConns: map[string]int{}, rate: map[string]*window{}, kick: make(chan struct{}, 1), ctx: context.Background()}
+	return &Manager{o: o, msgs: map[uint64]*Message{}, dests: map[Dest]*dest{}, domainConns: map[string]int{}, rate: map[string]*window{},
+		pool: map[string][]*pooled{}, kick: make(chan struct{}, 1), ctx: context.Background()}
 }
 
 // Run schedules until ctx ends, then waits for the workers.
@@ -267,6 +309,8 @@ func (q *Manager) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			q.wg.Wait()
+			q.drainPool()
+			q.closers.Wait()
 			return
 		case <-t.C:
 		case <-q.kick:
@@ -371,7 +415,7 @@ func (q *Manager) spawnLocked(d *dest) {
 		// known (the Dialer); here only the overall bound applies.
 		limit = 1000
 	}
-	for len(d.ready) > d.idle && active() < limit && q.conns < q.o.MaxConnections && len(d.ready) > d.active-d.idle {
+	for len(d.ready) > d.idle && active() < limit && q.roomLocked() && len(d.ready) > d.active-d.idle {
 		d.active++
 		q.domainConns[d.domain]++
 		q.conns++
@@ -425,7 +469,7 @@ func (q *Manager) worker(d *dest) {
 	defer q.wg.Done()
 	defer func() {
 		q.mu.Lock()
-		atCap := q.conns >= q.o.MaxConnections
+		atCap := q.conns+q.parked >= q.o.MaxConnections
 		d.active--
 		q.domainConns[d.domain]--
 		q.conns--
@@ -469,12 +513,22 @@ func (q *Manager) worker(d *dest) {
 	for _, n := range plan.Notes {
 		q.o.Log.Infof("%s", n)
 	}
-	var conn Conn
+	prof := q.profile(d.domain)
+	dst := Dest{Domain: d.domain, Gateway: d.gateway}
+	var pc *pooled
 	var lastErr error
 	for _, h := range plan.Hosts {
-		c, err := q.o.Dialer.Connect(ctx, Dest{Domain: d.domain, Gateway: d.gateway}, h)
+		key := ""
+		if !prof.LimitsPerIP {
+			key = poolKey(d.gateway, h)
+		}
+		if pc = q.poolTake(key, dst, h); pc != nil {
+			break
+		}
+		c, err := q.o.Dialer.Connect(ctx, dst, h)
 		if err == nil {
-			conn = c
+			q.Stats.Connections.Add(1)
+			pc = &pooled{conn: c, key: key, dest: dst}
 			break
 		}
 		lastErr = err
@@ -482,7 +536,7 @@ func (q *Manager) worker(d *dest) {
 			break
 		}
 	}
-	if conn == nil {
+	if pc == nil {
 		r := asReply(lastErr)
 		if len(plan.Hosts) == 0 {
 			r = reply.New(451, "4.4.4", "no destination host for %s", d.domain)
@@ -490,11 +544,9 @@ func (q *Manager) worker(d *dest) {
 		q.failDest(d, first, 0, r, "")
 		return
 	}
-	q.Stats.Connections.Add(1)
-	defer conn.Close()
-	max := q.profile(d.domain).MaxMessagesPerConnection
-	j := first
-	for sent := 0; j != nil; {
+	conn := pc.conn
+	broken := false
+	for j := first; j != nil; {
 		if j = q.admit(j, conn); j == nil {
 			// Held back by the recipient limit; try the next job.
 			j = q.take(d, false)
@@ -502,11 +554,156 @@ func (q *Manager) worker(d *dest) {
 		}
 		res := conn.Send(ctx, q.txn(j))
 		q.finish(j, conn, res)
-		sent++
-		if res.Broken || sent >= max || ctx.Err() != nil {
+		pc.sent++
+		if res.Broken || pc.sent >= prof.MaxMessagesPerConnection || ctx.Err() != nil {
+			broken = res.Broken
 			break
 		}
-		j = q.take(d, true)
+		// A poolable connection does not wait here: the pool offers it
+		// to every destination behind the same host.
+		j = q.take(d, pc.key == "")
+	}
+	if !broken && pc.key != "" && pc.sent < prof.MaxMessagesPerConnection && q.park(pc) {
+		return
+	}
+	conn.Close()
+}
+
+// poolKey says which connections are interchangeable: the same host and
+// port, the same security requirement (everything that decided how the
+// connection was verified), address preference and gateway. The labels
+// (Why, Source) do not matter: a connection verified for mx.example.net
+// with TLS 1.2+ is as good for one MTA-STS domain as for another.
+func poolKey(gateway string, h tlspolicy.Host) string {
+	var b strings.Builder
+	r := h.TLS
+	fmt.Fprintf(&b, "%s|%d|%s|%d|%d|%t|%s|", strings.ToLower(h.Name), h.Port, gateway, r.Mode, r.MinVersion, r.STSTesting, h.IPPreference)
+	names := append([]string(nil), r.Identity.Names...)
+	for i := range names {
+		names[i] = strings.ToLower(names[i])
+	}
+	sort.Strings(names)
+	b.WriteString(strings.Join(names, ","))
+	for _, t := range r.DANE {
+		fmt.Fprintf(&b, "|%d %d %d %x", t.Usage, t.Selector, t.MatchingType, t.Data)
+	}
+	return b.String()
+}
+
+// roomLocked reports whether another connection may be opened, closing a
+// parked one to make room when only parked connections are in the way.
+func (q *Manager) roomLocked() bool {
+	if q.conns+q.parked < q.o.MaxConnections {
+		return true
+	}
+	if q.conns >= q.o.MaxConnections || q.parked == 0 {
+		return false
+	}
+	for _, l := range q.pool {
+		if len(l) > 0 {
+			q.unparkLocked(l[0])
+			q.closeAsync(l[0].conn)
+			return true
+		}
+	}
+	return false
+}
+
+// park puts an idle connection in the pool; false when it cannot be
+// (shutting down), and the caller closes it.
+func (q *Manager) park(pc *pooled) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.ctx.Err() != nil {
+		return false
+	}
+	pc.parked = true
+	q.pool[pc.key] = append(q.pool[pc.key], pc)
+	q.parked++
+	pc.timer = time.AfterFunc(q.o.IdleReuse, func() {
+		q.mu.Lock()
+		if !pc.parked {
+			q.mu.Unlock()
+			return
+		}
+		q.unparkLocked(pc)
+		q.closeAsync(pc.conn) // under q.mu: Run's shutdown waits for it
+		q.mu.Unlock()
+	})
+	return true
+}
+
+// unparkLocked takes pc out of the pool.
+func (q *Manager) unparkLocked(pc *pooled) {
+	l := q.pool[pc.key]
+	for i, x := range l {
+		if x == pc {
+			l = append(l[:i], l[i+1:]...)
+			break
+		}
+	}
+	if len(l) == 0 {
+		delete(q.pool, pc.key)
+	} else {
+		q.pool[pc.key] = l
+	}
+	pc.parked = false
+	pc.timer.Stop()
+	q.parked--
+}
+
+// poolTake returns a live parked connection for key (the most recently
+// parked, so the others can time out), or nil.
+func (q *Manager) poolTake(key string, d Dest, h tlspolicy.Host) *pooled {
+	if key == "" {
+		return nil
+	}
+	for {
+		q.mu.Lock()
+		l := q.pool[key]
+		if len(l) == 0 {
+			q.mu.Unlock()
+			return nil
+		}
+		pc := l[len(l)-1]
+		q.unparkLocked(pc)
+		q.mu.Unlock()
+		if ch, ok := pc.conn.(Checker); ok && !ch.Alive() {
+			pc.conn.Close()
+			continue
+		}
+		q.Stats.Reused.Add(1)
+		if pc.dest != d {
+			if r, ok := pc.conn.(Reuser); ok {
+				r.Reused(d, h)
+			}
+			pc.dest = d
+		}
+		return pc
+	}
+}
+
+func (q *Manager) closeAsync(c Conn) {
+	q.closers.Add(1)
+	go func() {
+		defer q.closers.Done()
+		c.Close()
+	}()
+}
+
+// drainPool closes every parked connection (at shutdown).
+func (q *Manager) drainPool() {
+	q.mu.Lock()
+	var all []*pooled
+	for _, l := range q.pool {
+		all = append(all, l...)
+	}
+	for _, pc := range all {
+		q.unparkLocked(pc)
+	}
+	q.mu.Unlock()
+	for _, pc := range all {
+		pc.conn.Close()
 	}
 }
 

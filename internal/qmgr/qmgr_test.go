@@ -317,3 +317,63 @@ func TestRecipientRateLimitHoldsBackWithoutBouncing(t *testing.T) {
 		t.Fatal("the rate limit bounced mail")
 	}
 }
+
+// Destinations behind the same host under the same requirement share
+// idle connections: 60 domains delivered one after another use one
+// connection, not 60.
+func TestConnectionsPooledAcrossDomains(t *testing.T) {
+	rc := newReceiver(t, 0)
+	plan := tablePlanner{}
+	for i := 0; i < 60; i++ {
+		plan[fmt.Sprintf("d%d.test", i)] = rc.addr
+	}
+	h := start(t, plan, qmgr.Profile{MaxConcurrency: 5, MaxMessagesPerConnection: 1000}, qmgr.Options{IdleReuse: 10 * time.Second})
+	for i := 0; i < 60; i++ {
+		h.submit(t, fmt.Sprintf("u@d%d.test", i))
+		eventually(t, 10*time.Second, "delivery", func() bool { return rc.msgs.Load() == int32(i+1) })
+		eventually(t, 5*time.Second, "an empty queue", func() bool { n, _ := h.q.Size(); return n == 0 })
+	}
+	if n := rc.conns.Load(); n != 1 {
+		t.Errorf("60 domains behind one host took %d connections, want 1", n)
+	}
+	if n := h.q.Stats.Reused.Load(); n != 59 {
+		t.Errorf("%d connections reused, want 59", n)
+	}
+	if n := h.q.Stats.Deferred.Load(); n != 0 {
+		t.Errorf("%d deferrals", n)
+	}
+}
+
+// A parked connection the server has closed meanwhile is not used: the
+// next message goes on a new connection at its first attempt.
+func TestPooledConnectionClosedByServer(t *testing.T) {
+	rc := &receiver{}
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		rc.conns.Add(1)
+		return &rsess{r: rc}, nil
+	}))
+	srv.Domain = "rcv.test"
+	srv.ReadTimeout = 150 * time.Millisecond // closes idle sessions
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.addr = ln.Addr().String()
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	h := start(t, tablePlanner{"a.test": rc.addr, "b.test": rc.addr}, qmgr.Profile{MaxConcurrency: 5, MaxMessagesPerConnection: 100}, qmgr.Options{IdleReuse: 10 * time.Second})
+	h.submit(t, "u@a.test")
+	eventually(t, 10*time.Second, "first delivery", func() bool { return rc.msgs.Load() == 1 })
+	eventually(t, 5*time.Second, "an empty queue", func() bool { n, _ := h.q.Size(); return n == 0 })
+	time.Sleep(600 * time.Millisecond) // the server times the parked session out
+	h.submit(t, "u@b.test")
+	eventually(t, 10*time.Second, "second delivery", func() bool { return rc.msgs.Load() == 2 })
+	if n := h.q.Stats.Deferred.Load(); n != 0 {
+		t.Errorf("%d deferrals: the dead pooled connection was used", n)
+	}
+	if n := rc.conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+}
+
+func (c conn) Alive() bool { return c.c.Alive() }
