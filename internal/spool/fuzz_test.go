@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -39,10 +40,12 @@ func validRecord(env *envelope.Envelope, body []byte) []byte {
 }
 
 // FuzzReadRecord feeds arbitrary bytes to the message-record decoder
-// (bodyBounds and readRecord) and to start-up recovery: no panic, no
-// allocation beyond the file's size; a record that decodes has recipients,
-// and its content bounds lie inside the file and end at the end marker;
-// recovery either returns it or moves it to corrupt/, never loses it.
+// (bodyBounds, readHead and readRecord) and to start-up recovery: no
+// panic, no allocation beyond the file's size; a record that decodes has
+// recipients, and its content bounds lie inside the file and end at the
+// end marker; readHead (Load's cheap read) accepts every record readRecord
+// accepts and decodes it the same; recovery either returns it or moves it
+// to corrupt/, never loses it, and Load then gives what Recover gave.
 // The seed corpus is in testdata/fuzz/FuzzReadRecord.
 func FuzzReadRecord(f *testing.F) {
 	env := &envelope.Envelope{From: "a@b.example", Recipients: []envelope.Recipient{{Addr: "c@d.example"}}, Time: time.Unix(0, 0).UTC()}
@@ -73,12 +76,24 @@ func FuzzReadRecord(f *testing.F) {
 			}
 		}
 		r, recErr := readRecord(p, 7)
+		fh, err = os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, hoff, herr := readHead(fh, 7)
+		fh.Close()
+		if herr == nil && (berr != nil || hoff != off || head.Size != size) {
+			t.Fatalf("readHead: content at %d+%d, bodyBounds %d+%d (%v)", hoff, head.Size, off, size, berr)
+		}
 		if recErr == nil {
 			if berr != nil {
 				t.Fatalf("readRecord accepted what bodyBounds refused: %v", berr)
 			}
 			if len(r.Env.Recipients) == 0 || len(r.States) != len(r.Env.Recipients) || r.Size != size || r.MID != 7 {
 				t.Fatalf("record %+v", r)
+			}
+			if herr != nil || !reflect.DeepEqual(head, r) {
+				t.Fatalf("readHead %+v (%v), readRecord %+v", head, herr, r)
 			}
 		}
 
@@ -101,6 +116,11 @@ func FuzzReadRecord(f *testing.F) {
 			t.Fatalf("readable record: %d recovered, moved aside %v", len(recs), aside == nil)
 		case recErr != nil && (len(recs) != 0 || aside != nil):
 			t.Fatalf("unreadable record (%v): %d recovered, moved aside %v", recErr, len(recs), aside == nil)
+		}
+		if l, err := s.Load(7); len(recs) == 1 && (err != nil || !reflect.DeepEqual(l, recs[0])) {
+			t.Fatalf("Load after Recover: %+v, %v; Recover gave %+v", l, err, recs[0])
+		} else if len(recs) == 0 && !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("Load of a record Recover refused: %+v, %v", l, err)
 		}
 		if len(recs) == 1 {
 			rc, n, err := s.Body(7)
@@ -145,6 +165,12 @@ func FuzzRecordRoundTrip(f *testing.F) {
 		if err := s.Mark(mid, []int{0}, Delivered); err != nil {
 			t.Fatal(err)
 		}
+		want, _ := jsonRoundTrip(env)
+		l, err := s.Load(mid)
+		if err != nil || l.MID != mid || l.Size != size || !reflect.DeepEqual(l.Env, *want) ||
+			len(l.States) != len(env.Recipients) || l.States[0] != Delivered {
+			t.Fatalf("Load after Accept and Mark: %+v, %v", l, err)
+		}
 		s.Close()
 		s2, err := Open(dir, Options{Ops: noSyncOps{}, MinFree: 1, Logger: quietLog})
 		if err != nil {
@@ -163,7 +189,9 @@ func FuzzRecordRoundTrip(f *testing.F) {
 			t.Fatalf("recover: %v, %d records", err, len(recs))
 		}
 		r := recs[0]
-		want, _ := jsonRoundTrip(env)
+		if l, err := s2.Load(mid); err != nil || !reflect.DeepEqual(l, r) {
+			t.Fatalf("Load after Recover: %+v, %v; Recover gave %+v", l, err, r)
+		}
 		if r.MID != mid || r.Size != size || size != int64(len(body)) || !reflect.DeepEqual(r.Env, *want) {
 			t.Fatalf("recovered %+v, stored %+v", r, want)
 		}

@@ -339,20 +339,27 @@ func (s *Spool) Body(mid uint64) (io.ReadCloser, int64, error) {
 // bodyBounds reads the header and the end marker and returns where the
 // content lies.
 func bodyBounds(f *os.File) (off, size int64, err error) {
+	_, off, size, err = recordBounds(f)
+	return off, size, err
+}
+
+// recordBounds reads the header and the end marker and returns where the
+// envelope JSON (envOff up to the newline before off) and the content lie.
+func recordBounds(f *os.File) (envOff, off, size int64, err error) {
 	st, err := f.Stat()
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	hdr := make([]byte, 32)
 	n, _ := f.ReadAt(hdr, 0)
 	line, _, found := bytes.Cut(hdr[:n], []byte("\n"))
 	if !found {
-		return 0, 0, errors.New("no header line")
+		return 0, 0, 0, errors.New("no header line")
 	}
 	mg, l, _ := strings.Cut(string(line), " ")
 	envLen, err := strconv.ParseInt(l, 10, 64)
 	if mg != magic || err != nil || envLen < 0 {
-		return 0, 0, errors.New("bad header line")
+		return 0, 0, 0, errors.New("bad header line")
 	}
 	off = int64(len(line)) + 1 + envLen + 1
 	tailLen := int64(64)
@@ -360,55 +367,65 @@ func bodyBounds(f *os.File) (off, size int64, err error) {
 		tailLen = st.Size() - off
 	}
 	if tailLen <= 0 {
-		return 0, 0, errors.New("truncated record")
+		return 0, 0, 0, errors.New("truncated record")
 	}
 	tail := make([]byte, tailLen)
 	if _, err := f.ReadAt(tail, st.Size()-tailLen); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	i := bytes.LastIndex(tail, []byte(endMarker))
 	if i < 0 || tail[len(tail)-1] != '\n' {
-		return 0, 0, errors.New("end marker missing (torn write)")
+		return 0, 0, 0, errors.New("end marker missing (torn write)")
 	}
 	fields := strings.Fields(string(tail[i+len(endMarker) : len(tail)-1]))
 	if len(fields) != 2 {
-		return 0, 0, errors.New("bad end marker")
+		return 0, 0, 0, errors.New("bad end marker")
 	}
 	size, err = strconv.ParseInt(fields[0], 10, 64)
 	if err != nil || off+size != st.Size()-tailLen+int64(i) {
-		return 0, 0, errors.New("content length does not match end marker")
+		return 0, 0, 0, errors.New("content length does not match end marker")
 	}
-	return off, size, nil
+	return int64(len(line)) + 1, off, size, nil
 }
 
-// readRecord parses and checks a whole record.
+// readHead reads a record's envelope and the bounds of its content
+// (returned in r.Size and off), with every recipient pending. It checks the
+// header line and the end marker, not the content checksum: reading the
+// header and the last bytes is all it costs, whatever the message's size.
+func readHead(f *os.File, mid uint64) (r *Record, off int64, err error) {
+	envOff, off, size, err := recordBounds(f)
+	if err != nil {
+		return nil, 0, err
+	}
+	// recordBounds found the content after the envelope and inside the
+	// file: the length is the file's at most.
+	envJSON := make([]byte, off-1-envOff)
+	if _, err := f.ReadAt(envJSON, envOff); err != nil {
+		return nil, 0, fmt.Errorf("read envelope: %w", err)
+	}
+	r = &Record{MID: mid, Size: size}
+	if err := json.Unmarshal(envJSON, &r.Env); err != nil {
+		return nil, 0, fmt.Errorf("decode envelope: %w", err)
+	}
+	if len(r.Env.Recipients) == 0 {
+		return nil, 0, errors.New("envelope has no recipients")
+	}
+	r.States = make([]State, len(r.Env.Recipients))
+	return r, off, nil
+}
+
+// readRecord parses and checks a whole record, content checksum included.
 func readRecord(path string, mid uint64) (*Record, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	off, size, err := bodyBounds(f)
+	r, off, err := readHead(f, mid)
 	if err != nil {
 		return nil, err
 	}
-	br := bufio.NewReader(f)
-	line, err := br.ReadString('\n')
-	if err != nil {
-		return nil, err
-	}
-	envLen, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimPrefix(line, magic)), 10, 64)
-	envJSON := make([]byte, envLen)
-	if _, err := io.ReadFull(br, envJSON); err != nil {
-		return nil, fmt.Errorf("read envelope: %w", err)
-	}
-	r := &Record{MID: mid, Size: size}
-	if err := json.Unmarshal(envJSON, &r.Env); err != nil {
-		return nil, fmt.Errorf("decode envelope: %w", err)
-	}
-	if len(r.Env.Recipients) == 0 {
-		return nil, errors.New("envelope has no recipients")
-	}
+	size := r.Size
 	h := crc32.New(castagnoli)
 	if _, err := io.Copy(h, io.NewSectionReader(f, off, size)); err != nil {
 		return nil, err
@@ -427,8 +444,49 @@ func readRecord(path string, mid uint64) (*Record, error) {
 	if err != nil || uint32(sum) != h.Sum32() {
 		return nil, errors.New("content checksum mismatch")
 	}
-	r.States = make([]State, len(r.Env.Recipients))
 	return r, nil
+}
+
+// Load returns a queued message's record as Recover would: its MID,
+// envelope, content size, and the per-recipient states (aligned with
+// Env.Recipients, Pending where no final state was recorded) as the spool
+// has them now: those of every Mark that has returned, and of any Mark in
+// progress.
+//
+// It is cheap enough to call for each retry of a deferred message: it reads
+// the header and the end marker only. The content checksum is not checked
+// again; Recover checked it, or Accept wrote the content itself.
+//
+// A MID that is not queued — never accepted, removed, or not yet returned
+// by Recover since start-up (the file may be there, unchecked) — gives an
+// error that errors.Is matches with os.ErrNotExist. Load is safe to call
+// concurrently with Accept, Mark and Remove; a message removed while it is
+// being read is reported as not existing.
+func (s *Spool) Load(mid uint64) (*Record, error) {
+	r, rerr := s.loadHead(mid)
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	st, ok := s.live[mid]
+	if !ok {
+		return nil, fmt.Errorf("spool: load MID %d: not in the spool: %w", mid, os.ErrNotExist)
+	}
+	if rerr != nil {
+		return nil, fmt.Errorf("spool: load MID %d: %w", mid, rerr)
+	}
+	// Copied under the lock: Mark updates the slice in place.
+	copy(r.States, st)
+	return r, nil
+}
+
+// loadHead reads a message's header without the spool's lock.
+func (s *Spool) loadHead(mid uint64) (*Record, error) {
+	f, err := os.Open(filepath.Join(s.dir, "msg", strconv.FormatUint(mid, 10)))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r, _, err := readHead(f, mid)
+	return r, err
 }
 
 // Recover reads the spool at start-up: it deletes tmp/ leftovers, replays
