@@ -193,3 +193,60 @@ func TestLoadConcurrent(t *testing.T) {
 		t.Fatalf("List after removing everything: %v", l)
 	}
 }
+
+// The in-memory states keep the old map's semantics: Mark of a message
+// that is not live records nothing in memory, indexes outside the
+// recipients are ignored, marking back to Pending forgets, and compaction
+// writes exactly the final states of live messages.
+func TestLiveStatesSemantics(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, nil)
+	defer s.Close()
+	s.Recover()
+	a, b := s.NewMID(), s.NewMID()
+	for _, mid := range []uint64{a, b} {
+		if _, err := s.Accept(mid, testEnv(2), strings.NewReader("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const ghost = 999
+	steps := []struct {
+		mid  uint64
+		rids []int
+		st   State
+	}{
+		{ghost, []int{0}, Delivered}, // not live
+		{a, []int{5, -1}, Delivered}, // outside the recipients
+		{b, []int{1}, Bounced},
+		{b, []int{1}, Pending}, // back to all pending
+		{a, []int{1}, Delivered},
+	}
+	for _, st := range steps {
+		if err := s.Mark(st.mid, st.rids, st.st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := s.List(); !slices.Equal(l, []uint64{a, b}) {
+		t.Fatalf("List = %v", l)
+	}
+	if len(s.states) != 1 || s.states[b] != nil {
+		t.Fatalf("states kept for %v, want only MID %d", s.states, a)
+	}
+	s.jmu.Lock()
+	err := s.compactLocked()
+	s.jmu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _ := os.ReadFile(filepath.Join(dir, "journal"))
+	if want := encodeJ(nil, a, 1, Delivered); string(j) != string(want) {
+		t.Fatalf("compacted journal %x, want %x", j, want)
+	}
+	if got := mustLoad(t, s, a).States; !slices.Equal(got, []State{Pending, Delivered}) {
+		t.Fatalf("states of %d: %q", a, got)
+	}
+	if got := mustLoad(t, s, b).States; !slices.Equal(got, []State{Pending, Pending}) {
+		t.Fatalf("states of %d: %q", b, got)
+	}
+	wantNotExist(t, s, ghost)
+}

@@ -40,6 +40,15 @@
 //
 // Every file operation goes through the FileOps seam so tests can fail each
 // step (and drop unsynced data) and check that nothing accepted is lost.
+//
+// # Memory
+//
+// A queue may hold a hundred thousand messages for days, so the spool keeps
+// little per message: an index entry of about 13 bytes (MID and recipient
+// count, see liveSet), and a state slice only for a message that has a
+// final recipient state but is not finished yet. Envelopes stay on disk;
+// Load reads one back (header and end marker, not the content) when the
+// queue manager needs it for a retry.
 package spool
 
 import (
@@ -52,8 +61,10 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -109,7 +120,13 @@ type Spool struct {
 	jmu     sync.Mutex
 	journal File
 	jsize   int64
-	live    map[uint64][]State // states of messages still in msg/
+	// live indexes the messages still in msg/ with their recipient counts;
+	// states holds the per-recipient states of those live messages that
+	// have at least one final state (its keys are a subset of live). A
+	// message absent from states has every recipient pending: most of a
+	// large queue, which then costs only its live entry.
+	live    liveSet
+	states  map[uint64][]State
 	jwait   []chan error
 	jkick   chan struct{}
 	jbuf    bytes.Buffer
@@ -146,7 +163,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 		}
 	}
 	s := &Spool{dir: dir, opts: opts, ops: opts.Ops, commit: make(chan *pending, 4096), done: make(chan struct{}),
-		live: map[uint64][]State{}, jkick: make(chan struct{}, 1)}
+		states: map[uint64][]State{}, jkick: make(chan struct{}, 1)}
 	ids, err := openIDs(filepath.Join(dir, "mid"), opts.Ops)
 	if err != nil {
 		return nil, err
@@ -223,7 +240,8 @@ func (s *Spool) Accept(mid uint64, env *envelope.Envelope, body io.Reader) (int6
 		return 0, err
 	}
 	s.jmu.Lock()
-	s.live[mid] = make([]State, len(env.Recipients))
+	s.live.put(mid, len(env.Recipients))
+	delete(s.states, mid)
 	s.jmu.Unlock()
 	return n, nil
 }
@@ -466,15 +484,14 @@ func (s *Spool) Load(mid uint64) (*Record, error) {
 	r, rerr := s.loadHead(mid)
 	s.jmu.Lock()
 	defer s.jmu.Unlock()
-	st, ok := s.live[mid]
-	if !ok {
+	if _, ok := s.live.get(mid); !ok {
 		return nil, fmt.Errorf("spool: load MID %d: not in the spool: %w", mid, os.ErrNotExist)
 	}
 	if rerr != nil {
 		return nil, fmt.Errorf("spool: load MID %d: %w", mid, rerr)
 	}
 	// Copied under the lock: Mark updates the slice in place.
-	copy(r.States, st)
+	copy(r.States, s.states[mid])
 	return r, nil
 }
 
@@ -547,7 +564,11 @@ func (s *Spool) Recover() ([]*Record, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].MID < out[j].MID })
 	s.jmu.Lock()
 	for _, r := range out {
-		s.live[r.MID] = append([]State(nil), r.States...)
+		s.live.put(r.MID, len(r.States))
+		delete(s.states, r.MID)
+		if !allPending(r.States) {
+			s.states[r.MID] = append([]State(nil), r.States...)
+		}
 	}
 	err = s.compactLocked()
 	s.jmu.Unlock()
@@ -577,10 +598,21 @@ func (r *Record) Finished() bool {
 	return true
 }
 
+// allPending reports whether no recipient has a final state.
+func allPending(states []State) bool {
+	for _, st := range states {
+		if st != Pending {
+			return false
+		}
+	}
+	return true
+}
+
 // Remove deletes a finished message.
 func (s *Spool) Remove(mid uint64) error {
 	s.jmu.Lock()
-	delete(s.live, mid)
+	s.live.remove(mid)
+	delete(s.states, mid)
 	s.jmu.Unlock()
 	if err := s.ops.Remove(filepath.Join(s.dir, "msg", strconv.FormatUint(mid, 10))); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: remove MID %d: %w", mid, err)
@@ -636,11 +668,13 @@ func (s *Spool) replayJournal() (map[uint64][]State, error) {
 	return states, nil
 }
 
-// compactLocked rewrites the journal with the states of live messages.
+// compactLocked rewrites the journal with the states of live messages
+// (those in s.states: the others have every recipient pending), in MID
+// order.
 func (s *Spool) compactLocked() error {
 	var buf []byte
-	for mid, st := range s.live {
-		for rid, v := range st {
+	for _, mid := range slices.Sorted(maps.Keys(s.states)) {
+		for rid, v := range s.states[mid] {
 			if v != Pending {
 				buf = encodeJ(buf, mid, rid, v)
 			}
@@ -692,13 +726,7 @@ func (s *Spool) compactLocked() error {
 func (s *Spool) Mark(mid uint64, rids []int, st State) error {
 	done := make(chan error, 1)
 	s.jmu.Lock()
-	if l, ok := s.live[mid]; ok {
-		for _, rid := range rids {
-			if rid < len(l) {
-				l[rid] = st
-			}
-		}
-	}
+	s.setStatesLocked(mid, rids, st)
 	for _, rid := range rids {
 		s.jbuf.Write(encodeJ(nil, mid, rid, st))
 	}
@@ -713,6 +741,33 @@ func (s *Spool) Mark(mid uint64, rids []int, st State) error {
 		return err
 	case <-s.done:
 		return errors.New("spool: closed")
+	}
+}
+
+// setStatesLocked records st in memory for the recipients rids of mid, if
+// mid is live; indexes outside its recipients are ignored (their journal
+// records are replayed to nothing and dropped by compaction).
+func (s *Spool) setStatesLocked(mid uint64, rids []int, st State) {
+	n, ok := s.live.get(mid)
+	if !ok {
+		return
+	}
+	l := s.states[mid]
+	for _, rid := range rids {
+		if rid < 0 || rid >= n || (l == nil && st == Pending) {
+			continue
+		}
+		if l == nil {
+			l = make([]State, n)
+		}
+		l[rid] = st
+	}
+	switch {
+	case l == nil:
+	case st == Pending && allPending(l):
+		delete(s.states, mid)
+	default:
+		s.states[mid] = l
 	}
 }
 
@@ -779,10 +834,7 @@ func (s *Spool) journaler() {
 func (s *Spool) List() []uint64 {
 	s.jmu.Lock()
 	defer s.jmu.Unlock()
-	out := make([]uint64, 0, len(s.live))
-	for mid := range s.live {
-		out = append(out, mid)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	out := make([]uint64, 0, s.live.len())
+	s.live.each(func(mid uint64, _ int) { out = append(out, mid) })
 	return out
 }
