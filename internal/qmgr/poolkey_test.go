@@ -28,15 +28,21 @@ func TestPoolKey(t *testing.T) {
 		t.Error("host name case makes a different key")
 	}
 	differ := map[string]func(h *tlspolicy.Host) string{
-		"port":          func(h *tlspolicy.Host) string { h.Port = 587; return "" },
-		"host":          func(h *tlspolicy.Host) string { h.Name = "mx2.example.net"; return "" },
-		"gateway":       func(h *tlspolicy.Host) string { return "gw1" },
-		"mode":          func(h *tlspolicy.Host) string { h.TLS.Mode = tlspolicy.Required; return "" },
-		"min version":   func(h *tlspolicy.Host) string { h.TLS.MinVersion = 0; return "" },
-		"names":         func(h *tlspolicy.Host) string { h.TLS.Identity.Names = append(h.TLS.Identity.Names, "a.example"); return "" },
+		"port":        func(h *tlspolicy.Host) string { h.Port = 587; return "" },
+		"host":        func(h *tlspolicy.Host) string { h.Name = "mx2.example.net"; return "" },
+		"gateway":     func(h *tlspolicy.Host) string { return "gw1" },
+		"mode":        func(h *tlspolicy.Host) string { h.TLS.Mode = tlspolicy.Required; return "" },
+		"min version": func(h *tlspolicy.Host) string { h.TLS.MinVersion = 0; return "" },
+		"names": func(h *tlspolicy.Host) string {
+			h.TLS.Identity.Names = append(h.TLS.Identity.Names, "a.example")
+			return ""
+		},
 		"testing":       func(h *tlspolicy.Host) string { h.TLS.STSTesting = true; return "" },
 		"ip preference": func(h *tlspolicy.Host) string { h.IPPreference = "ipv6-only"; return "" },
-		"dane":          func(h *tlspolicy.Host) string { h.TLS.DANE = []dane.TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: []byte{1, 2}}}; return "" },
+		"dane": func(h *tlspolicy.Host) string {
+			h.TLS.DANE = []dane.TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: []byte{1, 2}}}
+			return ""
+		},
 	}
 	for what, f := range differ {
 		h := sts("a.example")

@@ -12,17 +12,19 @@
 //     ready jobs; all destinations together get at most MaxConnections.
 //   - Connection reuse. A connection carries up to
 //     Profile.MaxMessagesPerConnection messages (default 50), then a new one
-//     is opened. A worker that runs out of work for its destination parks
-//     its connection in a pool keyed by what makes connections
-//     interchangeable: host, port, the whole TLS requirement (mode, minimum
-//     version, accepted certificate names, DANE records), address
-//     preference and gateway. Any destination whose plan names that host
-//     with that requirement takes it from there, so 1 000 domains behind
-//     one MX share a few connections instead of a TLS handshake each
-//     (design.md §4). A parked connection is checked before reuse (the
-//     server may have closed it) and says QUIT after IdleReuse unused.
-//     Profiles with per-MX-IP limits keep their connections to themselves
-//     (the old way: an idle worker waits IdleReuse for its own domain).
+//     is opened. A worker that runs out of work for its destination waits
+//     IdleReuse for more, then says QUIT; while it waits, its connection
+//     sits in a pool keyed by what makes connections interchangeable:
+//     host, port, the whole TLS requirement (mode, minimum version,
+//     accepted certificate names, DANE records), address preference and
+//     gateway. A worker of any destination whose plan names that host with
+//     that requirement takes the connection from there (the idle worker
+//     then ends), so 1 000 domains behind one MX share a few connections
+//     instead of a TLS handshake each (design.md §4). An idle connection
+//     counts against its destination's limit until another takes it, as
+//     it is still open at the receiver. A pooled connection is checked
+//     before reuse (the server may have closed it). Profiles with
+//     per-MX-IP limits keep their connections to themselves.
 //   - Retry with backoff. A deferred job waits InitialRetry, doubling per
 //     attempt up to MaxRetryInterval (bounce profile: 60 s, 3600 s).
 //   - Dead destination. When no host of a destination accepts a connection,
@@ -230,8 +232,10 @@ type pooled struct {
 	key    string // "" when it may not be pooled
 	dest   Dest   // the destination it last carried mail for
 	sent   int    // transactions so far
-	timer  *time.Timer
-	parked bool
+	parked bool   // in the pool, its worker waiting for work
+	// stolen is closed when another worker takes the connection from
+	// the pool (or it is evicted); its idle worker then ends.
+	stolen chan struct{}
 }
 
 // Manager is the queue manager.
@@ -248,10 +252,8 @@ type Manager struct {
 	rate  map[string]*window
 	retry retryHeap
 	conns int
-	// pool holds idle connections by poolKey; parked counts them (they
-	// count against MaxConnections too).
+	// pool holds the connections of idle workers by poolKey.
 	pool    map[string][]*pooled
-	parked  int
 	closers sync.WaitGroup
 	kick    chan struct{}
 	ctx     context.Context
@@ -309,7 +311,6 @@ func (q *Manager) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			q.wg.Wait()
-			q.drainPool()
 			q.closers.Wait()
 			return
 		case <-t.C:
@@ -432,14 +433,7 @@ func (q *Manager) spawnLocked(d *dest) {
 func (q *Manager) take(d *dest, wait bool) *job {
 	q.mu.Lock()
 	for {
-		for len(d.ready) > 0 {
-			j := d.ready[0]
-			d.ready[0] = nil
-			d.ready = d.ready[1:]
-			if j.msg.deleted {
-				continue
-			}
-			j.active = true
+		if j := q.takeLocked(d); j != nil {
 			q.mu.Unlock()
 			return j
 		}
@@ -465,11 +459,26 @@ func (q *Manager) take(d *dest, wait bool) *job {
 	}
 }
 
+// takeLocked removes the next ready job of d, or returns nil.
+func (q *Manager) takeLocked(d *dest) *job {
+	for len(d.ready) > 0 {
+		j := d.ready[0]
+		d.ready[0] = nil
+		d.ready = d.ready[1:]
+		if j.msg.deleted {
+			continue
+		}
+		j.active = true
+		return j
+	}
+	return nil
+}
+
 func (q *Manager) worker(d *dest) {
 	defer q.wg.Done()
 	defer func() {
 		q.mu.Lock()
-		atCap := q.conns+q.parked >= q.o.MaxConnections
+		atCap := q.conns >= q.o.MaxConnections
 		d.active--
 		q.domainConns[d.domain]--
 		q.conns--
@@ -545,7 +554,6 @@ func (q *Manager) worker(d *dest) {
 		return
 	}
 	conn := pc.conn
-	broken := false
 	for j := first; j != nil; {
 		if j = q.admit(j, conn); j == nil {
 			// Held back by the recipient limit; try the next job.
@@ -556,15 +564,17 @@ func (q *Manager) worker(d *dest) {
 		q.finish(j, conn, res)
 		pc.sent++
 		if res.Broken || pc.sent >= prof.MaxMessagesPerConnection || ctx.Err() != nil {
-			broken = res.Broken
 			break
 		}
-		// A poolable connection does not wait here: the pool offers it
-		// to every destination behind the same host.
-		j = q.take(d, pc.key == "")
-	}
-	if !broken && pc.key != "" && pc.sent < prof.MaxMessagesPerConnection && q.park(pc) {
-		return
+		if pc.key == "" {
+			j = q.take(d, true)
+			continue
+		}
+		if j = q.take(d, false); j == nil {
+			if j = q.idleWait(d, pc); j == nil {
+				return // the connection went to another worker, or was closed
+			}
+		}
 	}
 	conn.Close()
 }
@@ -590,51 +600,78 @@ func poolKey(gateway string, h tlspolicy.Host) string {
 	return b.String()
 }
 
-// roomLocked reports whether another connection may be opened, closing a
-// parked one to make room when only parked connections are in the way.
+// roomLocked reports whether another connection may be opened. At the
+// limit it evicts one idle connection from the pool, so that its worker
+// ends and frees the slot for a destination with work.
 func (q *Manager) roomLocked() bool {
-	if q.conns+q.parked < q.o.MaxConnections {
+	if q.conns < q.o.MaxConnections {
 		return true
-	}
-	if q.conns >= q.o.MaxConnections || q.parked == 0 {
-		return false
 	}
 	for _, l := range q.pool {
 		if len(l) > 0 {
-			q.unparkLocked(l[0])
-			q.closeAsync(l[0].conn)
-			return true
+			pc := l[0]
+			q.unparkLocked(pc, true)
+			q.closeAsync(pc.conn)
+			break
 		}
 	}
 	return false
 }
 
-// park puts an idle connection in the pool; false when it cannot be
-// (shutting down), and the caller closes it.
-func (q *Manager) park(pc *pooled) bool {
+// idleWait parks pc in the pool while its worker waits IdleReuse for more
+// work for d. It returns the next job with the connection back in the
+// worker's hands, or nil when the connection is gone: taken by another
+// worker, or closed here (idle too long, shutting down).
+func (q *Manager) idleWait(d *dest, pc *pooled) *job {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.ctx.Err() != nil {
-		return false
-	}
 	pc.parked = true
+	pc.stolen = make(chan struct{})
 	q.pool[pc.key] = append(q.pool[pc.key], pc)
-	q.parked++
-	pc.timer = time.AfterFunc(q.o.IdleReuse, func() {
+	d.idle++
+	ctx := q.ctx
+	q.mu.Unlock()
+	t := time.NewTimer(q.o.IdleReuse)
+	defer t.Stop()
+	for {
 		q.mu.Lock()
 		if !pc.parked {
+			d.idle--
 			q.mu.Unlock()
-			return
+			return nil
 		}
-		q.unparkLocked(pc)
-		q.closeAsync(pc.conn) // under q.mu: Run's shutdown waits for it
+		if j := q.takeLocked(d); j != nil {
+			q.unparkLocked(pc, false)
+			d.idle--
+			q.mu.Unlock()
+			return j
+		}
+		ch := d.notify
 		q.mu.Unlock()
-	})
-	return true
+		select {
+		case <-ch:
+			continue
+		case <-pc.stolen:
+			continue
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		q.mu.Lock()
+		mine := pc.parked
+		if mine {
+			q.unparkLocked(pc, false)
+		}
+		d.idle--
+		q.mu.Unlock()
+		if mine {
+			pc.conn.Close()
+		}
+		return nil
+	}
 }
 
-// unparkLocked takes pc out of the pool.
-func (q *Manager) unparkLocked(pc *pooled) {
+// unparkLocked takes pc out of the pool; stolen tells its idle worker
+// that the connection is no longer its own.
+func (q *Manager) unparkLocked(pc *pooled, stolen bool) {
 	l := q.pool[pc.key]
 	for i, x := range l {
 		if x == pc {
@@ -648,8 +685,9 @@ func (q *Manager) unparkLocked(pc *pooled) {
 		q.pool[pc.key] = l
 	}
 	pc.parked = false
-	pc.timer.Stop()
-	q.parked--
+	if stolen {
+		close(pc.stolen)
+	}
 }
 
 // poolTake returns a live parked connection for key (the most recently
@@ -666,7 +704,7 @@ func (q *Manager) poolTake(key string, d Dest, h tlspolicy.Host) *pooled {
 			return nil
 		}
 		pc := l[len(l)-1]
-		q.unparkLocked(pc)
+		q.unparkLocked(pc, true)
 		q.mu.Unlock()
 		if ch, ok := pc.conn.(Checker); ok && !ch.Alive() {
 			pc.conn.Close()
@@ -689,22 +727,6 @@ func (q *Manager) closeAsync(c Conn) {
 		defer q.closers.Done()
 		c.Close()
 	}()
-}
-
-// drainPool closes every parked connection (at shutdown).
-func (q *Manager) drainPool() {
-	q.mu.Lock()
-	var all []*pooled
-	for _, l := range q.pool {
-		all = append(all, l...)
-	}
-	for _, pc := range all {
-		q.unparkLocked(pc)
-	}
-	q.mu.Unlock()
-	for _, pc := range all {
-		pc.conn.Close()
-	}
 }
 
 // schedule is the bounce profile's retry schedule: after the attempts-th
