@@ -28,6 +28,8 @@ func startMetrics(addr string, a *App) (*metricsServer, error) {
 	counter("delivery_connections_reused_total", "Idle delivery connections taken from the pool (by any destination behind the same host and TLS requirement).", func() float64 { return float64(st.Reused.Load()) })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost", Name: "queue_messages", Help: "Messages in the queue."},
 		func() float64 { n, _ := a.q.Size(); return float64(n) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost", Name: "queue_messages_in_memory", Help: "Queued messages held in memory (the others wait for a retry on disk only)."},
+		func() float64 { n, _ := a.q.Resident(); return float64(n) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "outpost", Name: "queue_oldest_seconds", Help: "Age of the oldest queued message."},
 		func() float64 { _, age := a.q.Size(); return age.Seconds() }))
 	reg.MustRegister(a.tlsOutcomes)

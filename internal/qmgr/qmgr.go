@@ -33,6 +33,15 @@
 //   - Expiry. A recipient still undelivered after MaxQueueLifetime (72 h) or
 //     MaxRetries attempts (100) is bounced with 5.4.7.
 //
+// # Memory
+//
+// A message is in memory while one of its jobs is ready or being sent.
+// When every job of a message waits for a retry, the message leaves
+// memory: each job is kept as a small coldJob (when, which MID, which
+// destination, attempts, the last reply) and the message is read back from
+// the spool (Loader) when a job is due. A backlog of 100 000 messages to a
+// dead destination therefore costs a few megabytes, not the envelopes.
+//
 // A new message is attempted at once. Recipient outcomes are made durable
 // in the spool journal (Store.Mark) before the message is removed, and a
 // DSN for a bounced recipient is stored before the recipient is marked
@@ -42,9 +51,11 @@ package qmgr
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -63,6 +74,12 @@ type Store interface {
 	Body(mid uint64) (io.ReadCloser, int64, error)
 	Mark(mid uint64, rids []int, st spool.State) error
 	Remove(mid uint64) error
+}
+
+// Loader is implemented by stores that can read a queued message back (the
+// spool). Without it every queued message stays in memory.
+type Loader interface {
+	Load(mid uint64) (*spool.Record, error)
 }
 
 // Bouncer stores a DSN for failed recipients of a message. It returns only
@@ -197,6 +214,35 @@ type Message struct {
 	open      int // jobs not finished
 	deleted   bool
 	warned    atomic.Int32 // delay DSNs sent
+	// waiting are the jobs in the retry heap; coldJobs counts this
+	// message's jobs still in the cold heap (since it was read back).
+	waiting  []*job
+	coldJobs int
+}
+
+// coldJob is a job waiting for a retry whose message is not in memory.
+type coldJob struct {
+	next     int64 // unix nanoseconds
+	arrival  int64 // the message's, unix nanoseconds (queue age)
+	mid      uint64
+	dest     *dest
+	last     *reply.Reply // the last reply (shared by jobs that got the same)
+	attempts int32
+	warned   int32
+}
+
+type coldHeap []coldJob
+
+func (h coldHeap) Len() int           { return len(h) }
+func (h coldHeap) Less(i, j int) bool { return h[i].next < h[j].next }
+func (h coldHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *coldHeap) Push(x any)        { *h = append(*h, x.(coldJob)) }
+func (h *coldHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	old[len(old)-1] = coldJob{}
+	*h = old[:len(old)-1]
+	return c
 }
 
 type job struct {
@@ -251,7 +297,15 @@ type Manager struct {
 	// rate holds the recipient-limit windows by key.
 	rate  map[string]*window
 	retry retryHeap
-	conns int
+	// cold holds the jobs of messages not in memory; coldMsgs counts
+	// those messages.
+	cold     coldHeap
+	coldMsgs int
+	// thawing are due cold jobs being read back (Run, outside the lock):
+	// still visible to the queue views, and an administrator's Delete
+	// takes them away from the read-back.
+	thawing map[uint64][]coldJob
+	conns   int
 	// pool holds the connections of idle workers by poolKey.
 	pool    map[string][]*pooled
 	closers sync.WaitGroup
@@ -299,14 +353,31 @@ func (q *Manager) Run(ctx context.Context) {
 		q.mu.Lock()
 		now := q.o.Now()
 		for q.retry.Len() > 0 && !q.retry[0].next.After(now) {
-			j := heap.Pop(&q.retry).(*job)
+			j := q.popRetryLocked()
 			q.readyLocked(j)
+		}
+		due := 0
+		for q.cold.Len() > 0 && q.cold[0].next <= now.UnixNano() && due < 1000 {
+			c := heap.Pop(&q.cold).(coldJob)
+			if q.thawing == nil {
+				q.thawing = map[uint64][]coldJob{}
+			}
+			q.thawing[c.mid] = append(q.thawing[c.mid], c)
+			due++
 		}
 		wait := time.Hour
 		if q.retry.Len() > 0 {
 			wait = q.retry[0].next.Sub(now)
 		}
+		if q.cold.Len() > 0 {
+			wait = min(wait, time.Duration(q.cold[0].next-now.UnixNano()))
+		}
 		q.mu.Unlock()
+		if due > 0 {
+			// Read the messages back outside the lock, then queue them.
+			q.thaw()
+			continue
+		}
 		t.Reset(wait)
 		select {
 		case <-ctx.Done():
@@ -753,6 +824,216 @@ func schedule(p Profile, arrival, now time.Time, attempts int) (next time.Time, 
 	return next, false
 }
 
+// pushRetryLocked puts a job on the retry heap.
+func (q *Manager) pushRetryLocked(j *job) {
+	heap.Push(&q.retry, j)
+	j.msg.waiting = append(j.msg.waiting, j)
+}
+
+// popRetryLocked takes the earliest job off the retry heap.
+func (q *Manager) popRetryLocked() *job {
+	j := heap.Pop(&q.retry).(*job)
+	j.msg.unwait(j)
+	return j
+}
+
+// removeRetryLocked takes a job off the retry heap.
+func (q *Manager) removeRetryLocked(j *job) {
+	heap.Remove(&q.retry, j.index)
+	j.msg.unwait(j)
+}
+
+func (m *Message) unwait(j *job) {
+	for i, x := range m.waiting {
+		if x == j {
+			m.waiting = append(m.waiting[:i], m.waiting[i+1:]...)
+			break
+		}
+	}
+	if len(m.waiting) == 0 {
+		m.waiting = nil
+	}
+}
+
+// freezeLocked moves a message out of memory when every one of its jobs
+// waits for a retry: its jobs become coldJobs and the message is read back
+// from the store when one is due. It stays in memory when the store cannot
+// read messages back, or when two of its jobs are for the same destination
+// (a recipient-limit split), which a read-back could not tell apart.
+func (q *Manager) freezeLocked(m *Message) {
+	if _, ok := q.o.Store.(Loader); !ok || m.deleted || len(m.waiting)+m.coldJobs != m.open {
+		return
+	}
+	seen := make(map[*dest]bool, len(m.waiting))
+	for _, j := range m.waiting {
+		if seen[j.dest] {
+			return
+		}
+		seen[j.dest] = true
+	}
+	if m.coldJobs > 0 {
+		for _, c := range q.cold {
+			if c.mid == m.MID && seen[c.dest] {
+				return
+			}
+		}
+	}
+	for len(m.waiting) > 0 {
+		j := m.waiting[0]
+		q.removeRetryLocked(j)
+		heap.Push(&q.cold, coldJob{next: j.next.UnixNano(), arrival: m.Env.Time.UnixNano(), mid: m.MID, dest: j.dest,
+			last: m.LastReply[j.rids[0]], attempts: int32(j.attempts), warned: m.warned.Load()})
+	}
+	delete(q.msgs, m.MID)
+	q.coldMsgs++
+}
+
+// thaw brings the jobs in q.thawing back: each one's message is read from
+// the store (outside the lock) unless it is already in memory, and the job
+// for that destination is queued.
+func (q *Manager) thaw() {
+	loader := q.o.Store.(Loader)
+	q.mu.Lock()
+	var need []uint64
+	for mid := range q.thawing {
+		if _, hot := q.msgs[mid]; !hot {
+			need = append(need, mid)
+		}
+	}
+	q.mu.Unlock()
+	recs := make(map[uint64]*spool.Record, len(need))
+	for _, mid := range need {
+		r, err := loader.Load(mid)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				slog.Error("qmgr: reading a deferred message back from the spool failed; it is retried at the next start", "mid", mid, "err", err)
+			}
+			continue
+		}
+		recs[mid] = r
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for mid, cs := range q.thawing {
+		delete(q.thawing, mid)
+		m := q.msgs[mid]
+		if m == nil {
+			r := recs[mid]
+			if r == nil {
+				q.coldMsgs-- // not readable (logged above): it stays on disk
+				continue
+			}
+			m = q.messageFromRecord(r)
+			m.coldJobs = m.open
+			m.warned.Store(cs[0].warned)
+			q.msgs[mid] = m
+			q.coldMsgs--
+		}
+		for _, c := range cs {
+			q.coldJobLocked(m, c)
+		}
+	}
+}
+
+// coldJobLocked turns a cold job of a message now in memory into a ready
+// job for its destination.
+func (q *Manager) coldJobLocked(m *Message, c coldJob) {
+	m.coldJobs--
+	var rids []int
+	for rid, rc := range m.Env.Recipients {
+		if m.States[rid] == spool.Pending && envelope.Domain(rc.Addr) == c.dest.domain {
+			rids = append(rids, rid)
+		}
+	}
+	if len(rids) == 0 {
+		// Nothing left for that destination (finished meanwhile).
+		m.open--
+		if m.open == 0 && !m.deleted {
+			q.removeLocked(m, "done")
+		}
+		return
+	}
+	for _, rid := range rids {
+		if m.LastReply[rid] == nil {
+			m.LastReply[rid] = c.last
+		}
+	}
+	q.readyLocked(&job{msg: m, dest: c.dest, rids: rids, attempts: int(c.attempts), index: -1})
+}
+
+// messageFromRecord makes the in-memory message for a record; open is the
+// number of destinations with pending recipients (one job each).
+func (q *Manager) messageFromRecord(r *spool.Record) *Message {
+	m := &Message{MID: r.MID, Env: r.Env, Size: r.Size, States: r.States, LastReply: make([]*reply.Reply, len(r.Env.Recipients))}
+	seen := map[string]bool{}
+	for rid, rc := range r.Env.Recipients {
+		if r.States[rid] != spool.Pending {
+			continue
+		}
+		if d := envelope.Domain(rc.Addr); !seen[d] {
+			seen[d] = true
+			m.open++
+		}
+	}
+	return m
+}
+
+// thawLocked brings a message that is out of memory back with all its
+// jobs on the retry heap (for the administrator's Delete and Bounce). It
+// reads the store under the lock: these are rare, single-message actions.
+func (q *Manager) thawLocked(mid uint64) (*Message, bool) {
+	mine := q.thawing[mid]
+	delete(q.thawing, mid)
+	kept := q.cold[:0]
+	for _, c := range q.cold {
+		if c.mid == mid {
+			mine = append(mine, c)
+		} else {
+			kept = append(kept, c)
+		}
+	}
+	if len(mine) == 0 {
+		return nil, false
+	}
+	for i := len(kept); i < len(q.cold); i++ {
+		q.cold[i] = coldJob{}
+	}
+	q.cold = kept
+	heap.Init(&q.cold)
+	m := q.msgs[mid]
+	if m == nil {
+		r, err := q.o.Store.(Loader).Load(mid)
+		if err != nil {
+			slog.Error("qmgr: reading a deferred message back from the spool failed", "mid", mid, "err", err)
+			q.coldMsgs--
+			return nil, false
+		}
+		m = q.messageFromRecord(r)
+		m.coldJobs = m.open
+		m.warned.Store(mine[0].warned)
+		q.msgs[mid] = m
+		q.coldMsgs--
+	}
+	for _, c := range mine {
+		m.coldJobs--
+		var rids []int
+		for rid, rc := range m.Env.Recipients {
+			if m.States[rid] == spool.Pending && envelope.Domain(rc.Addr) == c.dest.domain {
+				rids = append(rids, rid)
+				if m.LastReply[rid] == nil {
+					m.LastReply[rid] = c.last
+				}
+			}
+		}
+		if len(rids) == 0 {
+			m.open--
+			continue
+		}
+		q.pushRetryLocked(&job{msg: m, dest: c.dest, rids: rids, attempts: int(c.attempts), next: time.Unix(0, c.next), index: -1})
+	}
+	return m, true
+}
+
 // window counts recipients sent in the current rate-limit window.
 type window struct {
 	start time.Time
@@ -802,7 +1083,7 @@ func (q *Manager) admit(j *job, conn Conn) *job {
 	held.next = until
 	q.o.Log.Infof("MID %d to RID %s held: recipient limit of %d per %s reached for %s, next attempt %s", held.msg.MID, ridString(held.rids),
 		p.RecipientLimit, p.RecipientWindow, j.dest.domain, until.Format("Mon Jan _2 15:04:05 2006"))
-	heap.Push(&q.retry, held)
+	q.pushRetryLocked(held)
 	select {
 	case q.kick <- struct{}{}:
 	default:
@@ -979,7 +1260,8 @@ func (q *Manager) outcome(j *job, dcid uint64, host string, res *TxnResult) {
 		j.rids = deferred
 		j.next = next
 		q.o.Log.Pending(m.MID, deferred, j.next, prof.BounceProfile)
-		heap.Push(&q.retry, j)
+		q.pushRetryLocked(j)
+		q.freezeLocked(m)
 		select {
 		case q.kick <- struct{}{}:
 		default:
@@ -1019,13 +1301,26 @@ type RcptInfo struct {
 	Attempts  int       `json:"attempts"`
 }
 
-// List returns the queued messages, oldest first.
+// List returns the queued messages, oldest first. Messages out of memory
+// are read back from the store for it (outside the lock).
 func (q *Manager) List() []Info {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	out := make([]Info, 0, len(q.msgs))
+	out := make([]Info, 0, len(q.msgs)+q.coldMsgs)
+	cold := q.coldByMIDLocked()
 	for _, m := range q.msgs {
-		out = append(out, q.infoLocked(m))
+		out = append(out, q.infoLocked(m, cold[m.MID]))
+	}
+	var coldMIDs []uint64
+	for mid := range cold {
+		if _, hot := q.msgs[mid]; !hot {
+			coldMIDs = append(coldMIDs, mid)
+		}
+	}
+	q.mu.Unlock()
+	for _, mid := range coldMIDs {
+		if in, ok := q.coldInfo(mid, cold[mid]); ok {
+			out = append(out, in)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].MID < out[j].MID })
 	return out
@@ -1034,26 +1329,60 @@ func (q *Manager) List() []Info {
 // Show returns one message.
 func (q *Manager) Show(mid uint64) (Info, bool) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	m, ok := q.msgs[mid]
-	if !ok {
+	mine := append([]coldJob(nil), q.thawing[mid]...)
+	for _, c := range q.cold {
+		if c.mid == mid {
+			mine = append(mine, c)
+		}
+	}
+	if m, ok := q.msgs[mid]; ok {
+		defer q.mu.Unlock()
+		return q.infoLocked(m, mine), true
+	}
+	q.mu.Unlock()
+	if len(mine) == 0 {
 		return Info{}, false
 	}
-	return q.infoLocked(m), true
+	return q.coldInfo(mid, mine)
 }
 
-func (q *Manager) infoLocked(m *Message) Info {
+func (q *Manager) coldByMIDLocked() map[uint64][]coldJob {
+	cold := make(map[uint64][]coldJob)
+	for _, c := range q.cold {
+		cold[c.mid] = append(cold[c.mid], c)
+	}
+	for mid, cs := range q.thawing {
+		cold[mid] = append(cold[mid], cs...)
+	}
+	return cold
+}
+
+// coldInfo is the queue view of a message out of memory, read back.
+func (q *Manager) coldInfo(mid uint64, jobs []coldJob) (Info, bool) {
+	r, err := q.o.Store.(Loader).Load(mid)
+	if err != nil {
+		return Info{}, false // finished meanwhile
+	}
+	m := &Message{MID: r.MID, Env: r.Env, Size: r.Size, States: r.States, LastReply: make([]*reply.Reply, len(r.Env.Recipients))}
+	return q.infoLocked(m, jobs), true
+}
+
+// infoLocked is a message's queue view; cold are its jobs out of memory.
+func (q *Manager) infoLocked(m *Message, cold []coldJob) Info {
 	in := Info{MID: m.MID, From: m.Env.From, Size: m.Size, Arrived: m.Env.Time}
 	jobOf := map[int]*job{}
-	for _, j := range q.retry {
-		if j.msg == m {
-			for _, r := range j.rids {
-				jobOf[r] = j
-			}
+	for _, j := range m.waiting {
+		for _, r := range j.rids {
+			jobOf[r] = j
 		}
+	}
+	coldOf := map[string]coldJob{}
+	for _, c := range cold {
+		coldOf[c.dest.domain] = c
 	}
 	for rid, rc := range m.Env.Recipients {
 		ri := RcptInfo{RID: rid, Addr: rc.Addr}
+		last := m.LastReply[rid]
 		switch m.States[rid] {
 		case spool.Delivered:
 			ri.State = "delivered"
@@ -1063,10 +1392,15 @@ func (q *Manager) infoLocked(m *Message) Info {
 			ri.State = "active"
 			if j := jobOf[rid]; j != nil {
 				ri.State, ri.NextTry, ri.Attempts = "deferred", j.next, j.attempts
+			} else if c, ok := coldOf[envelope.Domain(rc.Addr)]; ok {
+				ri.State, ri.NextTry, ri.Attempts = "deferred", time.Unix(0, c.next), int(c.attempts)
+				if last == nil {
+					last = c.last
+				}
 			}
 		}
-		if r := m.LastReply[rid]; r != nil {
-			ri.LastReply = r.String()
+		if last != nil {
+			ri.LastReply = last.String()
 		}
 		in.Recipients = append(in.Recipients, ri)
 	}
@@ -1079,9 +1413,21 @@ func (q *Manager) Flush() int {
 	defer q.mu.Unlock()
 	n := 0
 	for q.retry.Len() > 0 {
-		j := heap.Pop(&q.retry).(*job)
+		j := q.popRetryLocked()
 		q.readyLocked(j)
 		n++
+	}
+	// Jobs of messages not in memory: due now; Run reads them back.
+	now := q.o.Now().UnixNano()
+	for i := range q.cold {
+		q.cold[i].next = now
+	}
+	n += q.cold.Len()
+	if q.cold.Len() > 0 {
+		select {
+		case q.kick <- struct{}{}:
+		default:
+		}
 	}
 	return n
 }
@@ -1091,6 +1437,9 @@ func (q *Manager) Delete(mid uint64) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	m, ok := q.msgs[mid]
+	if !ok || m.coldJobs > 0 {
+		m, ok = q.thawLocked(mid)
+	}
 	if !ok {
 		return fmt.Errorf("MID %d is not in the queue", mid)
 	}
@@ -1114,6 +1463,9 @@ func (q *Manager) Delete(mid uint64) error {
 func (q *Manager) BounceNow(ctx context.Context, mid uint64) error {
 	q.mu.Lock()
 	m, ok := q.msgs[mid]
+	if !ok || m.coldJobs > 0 {
+		m, ok = q.thawLocked(mid)
+	}
 	if !ok {
 		q.mu.Unlock()
 		return fmt.Errorf("MID %d is not in the queue", mid)
@@ -1147,12 +1499,8 @@ func (q *Manager) BounceNow(ctx context.Context, mid uint64) error {
 }
 
 func (q *Manager) dropJobsLocked(m *Message) {
-	for i := 0; i < q.retry.Len(); {
-		if q.retry[i].msg == m {
-			heap.Remove(&q.retry, i)
-			continue
-		}
-		i++
+	for len(m.waiting) > 0 {
+		q.removeRetryLocked(m.waiting[0])
 	}
 	for _, d := range q.dests {
 		kept := d.ready[:0]
@@ -1196,10 +1544,29 @@ func (q *Manager) Size() (int, time.Duration) {
 			oldest = m.Env.Time
 		}
 	}
-	if oldest.IsZero() {
-		return len(q.msgs), 0
+	for _, c := range q.cold {
+		if t := time.Unix(0, c.arrival); oldest.IsZero() || t.Before(oldest) {
+			oldest = t
+		}
 	}
-	return len(q.msgs), q.o.Now().Sub(oldest)
+	for _, cs := range q.thawing {
+		if t := time.Unix(0, cs[0].arrival); oldest.IsZero() || t.Before(oldest) {
+			oldest = t
+		}
+	}
+	n := len(q.msgs) + q.coldMsgs
+	if oldest.IsZero() {
+		return n, 0
+	}
+	return n, q.o.Now().Sub(oldest)
+}
+
+// Resident returns how many queued messages are in memory and how many
+// wait for a retry on disk only.
+func (q *Manager) Resident() (inMemory, onDisk int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.msgs), q.coldMsgs
 }
 
 func ridString(rids []int) string {

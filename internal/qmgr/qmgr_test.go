@@ -377,3 +377,73 @@ func TestPooledConnectionClosedByServer(t *testing.T) {
 }
 
 func (c conn) Alive() bool { return c.c.Alive() }
+
+// Messages whose every job waits for a retry leave memory and come back
+// from the spool when due: the queue views still show them (with the last
+// reply), Delete and Flush work on them, and once the destination answers
+// every one is delivered exactly once, multi-domain messages included.
+func TestDeferredMessagesLeaveMemory(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close() // refused until the receiver starts
+	h := start(t, tablePlanner{"a.test": addr, "b.test": addr}, qmgr.Profile{MaxConcurrency: 5, MaxMessagesPerConnection: 100},
+		qmgr.Options{InitialRetry: time.Hour, MaxRetryInterval: time.Hour})
+	const n = 40
+	for i := 0; i < n; i++ {
+		if i%4 == 0 {
+			h.submit(t, fmt.Sprintf("x%d@a.test", i), fmt.Sprintf("y%d@b.test", i)) // two destinations
+		} else {
+			h.submit(t, fmt.Sprintf("x%d@a.test", i))
+		}
+	}
+	eventually(t, 10*time.Second, "every message out of memory", func() bool {
+		hot, cold := h.q.Resident()
+		return hot == 0 && cold == n
+	})
+	if size, _ := h.q.Size(); size != n {
+		t.Fatalf("Size %d, want %d", size, n)
+	}
+	in, ok := h.q.Show(1)
+	if !ok || len(in.Recipients) != 2 {
+		t.Fatalf("Show(1) = %+v, %v", in, ok)
+	}
+	for _, r := range in.Recipients {
+		if r.State != "deferred" || r.Attempts != 1 || !strings.Contains(r.LastReply, "no answer from host") || r.NextTry.Before(time.Now().Add(50*time.Minute)) {
+			t.Errorf("recipient %+v: want deferred after 1 attempt, the connection failure as last reply, next try in about an hour", r)
+		}
+	}
+	if list := h.q.List(); len(list) != n || list[0].MID != 1 || list[0].From != "s@sender.test" {
+		t.Fatalf("List: %d messages, first %+v", len(list), list[0])
+	}
+	if err := h.q.Delete(2); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.q.Show(2); ok {
+		t.Fatal("a deleted message is still shown")
+	}
+	rc := &receiver{}
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &rsess{r: rc}, nil }))
+	srv.Domain, srv.AllowInsecureAuth = "rcv.test", true
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	if got := h.q.Flush(); got != n-1+n/4 {
+		t.Errorf("Flush made %d jobs due, want %d", got, n-1+n/4)
+	}
+	// 39 messages left, 10 of them with a second destination.
+	eventually(t, 10*time.Second, "every delivery", func() bool { return rc.msgs.Load() == n-1+n/4 })
+	eventually(t, 5*time.Second, "an empty queue", func() bool { size, _ := h.q.Size(); return size == 0 })
+	if hot, cold := h.q.Resident(); hot != 0 || cold != 0 {
+		t.Errorf("after delivery: %d in memory, %d on disk", hot, cold)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := rc.msgs.Load(); got != n-1+n/4 {
+		t.Errorf("%d transactions, want %d (a duplicate?)", got, n-1+n/4)
+	}
+	if h.b.n() != 0 {
+		t.Errorf("%d bounces", h.b.n())
+	}
+}
