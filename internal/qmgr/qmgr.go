@@ -221,14 +221,15 @@ type Message struct {
 }
 
 // coldJob is a job waiting for a retry whose message is not in memory.
+// It takes 40 bytes.
 type coldJob struct {
 	next     int64 // unix nanoseconds
-	arrival  int64 // the message's, unix nanoseconds (queue age)
 	mid      uint64
 	dest     *dest
 	last     *reply.Reply // the last reply (shared by jobs that got the same)
-	attempts int32
-	warned   int32
+	arrival  uint32       // the message's, unix seconds (queue age)
+	attempts uint16
+	warned   uint8
 }
 
 type coldHeap []coldJob
@@ -263,6 +264,9 @@ type dest struct {
 	idle    int // workers waiting for work
 	notify  chan struct{}
 	lastErr string
+	// coldReply is the last reply kept by this destination's cold jobs:
+	// jobs that got an equal reply share it instead of a copy each.
+	coldReply *reply.Reply
 }
 
 // Stats are counters for metrics.
@@ -881,8 +885,14 @@ func (q *Manager) freezeLocked(m *Message) {
 	for len(m.waiting) > 0 {
 		j := m.waiting[0]
 		q.removeRetryLocked(j)
-		heap.Push(&q.cold, coldJob{next: j.next.UnixNano(), arrival: m.Env.Time.UnixNano(), mid: m.MID, dest: j.dest,
-			last: m.LastReply[j.rids[0]], attempts: int32(j.attempts), warned: m.warned.Load()})
+		last := m.LastReply[j.rids[0]]
+		if r := j.dest.coldReply; r != nil && last != nil && *r == *last {
+			last = r
+		} else {
+			j.dest.coldReply = last
+		}
+		heap.Push(&q.cold, coldJob{next: j.next.UnixNano(), arrival: uint32(m.Env.Time.Unix()), mid: m.MID, dest: j.dest,
+			last: last, attempts: uint16(min(j.attempts, 65535)), warned: uint8(min(m.warned.Load(), 255))})
 	}
 	delete(q.msgs, m.MID)
 	q.coldMsgs++
@@ -925,7 +935,7 @@ func (q *Manager) thaw() {
 			}
 			m = q.messageFromRecord(r)
 			m.coldJobs = m.open
-			m.warned.Store(cs[0].warned)
+			m.warned.Store(int32(cs[0].warned))
 			q.msgs[mid] = m
 			q.coldMsgs--
 		}
@@ -1010,7 +1020,7 @@ func (q *Manager) thawLocked(mid uint64) (*Message, bool) {
 		}
 		m = q.messageFromRecord(r)
 		m.coldJobs = m.open
-		m.warned.Store(mine[0].warned)
+		m.warned.Store(int32(mine[0].warned))
 		q.msgs[mid] = m
 		q.coldMsgs--
 	}
@@ -1545,12 +1555,12 @@ func (q *Manager) Size() (int, time.Duration) {
 		}
 	}
 	for _, c := range q.cold {
-		if t := time.Unix(0, c.arrival); oldest.IsZero() || t.Before(oldest) {
+		if t := time.Unix(int64(c.arrival), 0); oldest.IsZero() || t.Before(oldest) {
 			oldest = t
 		}
 	}
 	for _, cs := range q.thawing {
-		if t := time.Unix(0, cs[0].arrival); oldest.IsZero() || t.Before(oldest) {
+		if t := time.Unix(int64(cs[0].arrival), 0); oldest.IsZero() || t.Before(oldest) {
 			oldest = t
 		}
 	}
