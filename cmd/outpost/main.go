@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -202,8 +203,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// gcPercent is the daemon's garbage-collection target unless GOGC is set:
+// its live heap is small (queued messages wait on disk), so collecting at
+// +50% instead of Go's +100% keeps the resident set about a quarter
+// smaller for about 1% more CPU (docs/performance.md).
+const gcPercent = 50
+
 func serve(cfgPath string, stderr io.Writer) int {
 	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, nil)))
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	cfg, live, err := resolveConfig(cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, "outpost:", err)

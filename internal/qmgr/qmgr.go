@@ -221,13 +221,13 @@ type Message struct {
 }
 
 // coldJob is a job waiting for a retry whose message is not in memory.
-// It takes 40 bytes.
+// It takes 24 bytes and holds no pointer (the garbage collector does not
+// scan the heap of them). Its last reply is its destination's coldReply;
+// its arrival time is read back when the queue age needs it.
 type coldJob struct {
 	next     int64 // unix nanoseconds
 	mid      uint64
-	dest     *dest
-	last     *reply.Reply // the last reply (shared by jobs that got the same)
-	arrival  uint32       // the message's, unix seconds (queue age)
+	dest     uint32 // index in Manager.destByID
 	attempts uint16
 	warned   uint8
 }
@@ -264,8 +264,10 @@ type dest struct {
 	idle    int // workers waiting for work
 	notify  chan struct{}
 	lastErr string
-	// coldReply is the last reply kept by this destination's cold jobs:
-	// jobs that got an equal reply share it instead of a copy each.
+	// id indexes Manager.destByID (coldJob.dest).
+	id uint32
+	// coldReply is the last reply a job of this destination got before
+	// it left memory: the queue views show it for every cold job.
 	coldReply *reply.Reply
 }
 
@@ -309,6 +311,13 @@ type Manager struct {
 	// still visible to the queue views, and an administrator's Delete
 	// takes them away from the read-back.
 	thawing map[uint64][]coldJob
+	// destByID are the destinations by id; oldestCold caches the arrival
+	// time of the oldest message out of memory.
+	destByID   []*dest
+	oldestCold struct {
+		mid uint64
+		t   time.Time
+	}
 	conns   int
 	// pool holds the connections of idle workers by poolKey.
 	pool    map[string][]*pooled
@@ -430,8 +439,9 @@ func (q *Manager) Submit(r *spool.Record) {
 func (q *Manager) destLocked(k Dest) *dest {
 	d := q.dests[k]
 	if d == nil {
-		d = &dest{domain: k.Domain, gateway: k.Gateway, notify: make(chan struct{})}
+		d = &dest{domain: k.Domain, gateway: k.Gateway, notify: make(chan struct{}), id: uint32(len(q.destByID))}
 		q.dests[k] = d
+		q.destByID = append(q.destByID, d)
 		if q.byDomain == nil {
 			q.byDomain = map[string][]*dest{}
 		}
@@ -868,12 +878,12 @@ func (q *Manager) freezeLocked(m *Message) {
 	if _, ok := q.o.Store.(Loader); !ok || m.deleted || len(m.waiting)+m.coldJobs != m.open {
 		return
 	}
-	seen := make(map[*dest]bool, len(m.waiting))
+	seen := make(map[uint32]bool, len(m.waiting))
 	for _, j := range m.waiting {
-		if seen[j.dest] {
+		if seen[j.dest.id] {
 			return
 		}
-		seen[j.dest] = true
+		seen[j.dest.id] = true
 	}
 	if m.coldJobs > 0 {
 		for _, c := range q.cold {
@@ -885,14 +895,11 @@ func (q *Manager) freezeLocked(m *Message) {
 	for len(m.waiting) > 0 {
 		j := m.waiting[0]
 		q.removeRetryLocked(j)
-		last := m.LastReply[j.rids[0]]
-		if r := j.dest.coldReply; r != nil && last != nil && *r == *last {
-			last = r
-		} else {
+		if last := m.LastReply[j.rids[0]]; last != nil {
 			j.dest.coldReply = last
 		}
-		heap.Push(&q.cold, coldJob{next: j.next.UnixNano(), arrival: uint32(m.Env.Time.Unix()), mid: m.MID, dest: j.dest,
-			last: last, attempts: uint16(min(j.attempts, 65535)), warned: uint8(min(m.warned.Load(), 255))})
+		heap.Push(&q.cold, coldJob{next: j.next.UnixNano(), mid: m.MID, dest: j.dest.id,
+			attempts: uint16(min(j.attempts, 65535)), warned: uint8(min(m.warned.Load(), 255))})
 	}
 	delete(q.msgs, m.MID)
 	q.coldMsgs++
@@ -949,9 +956,10 @@ func (q *Manager) thaw() {
 // job for its destination.
 func (q *Manager) coldJobLocked(m *Message, c coldJob) {
 	m.coldJobs--
+	d := q.destByID[c.dest]
 	var rids []int
 	for rid, rc := range m.Env.Recipients {
-		if m.States[rid] == spool.Pending && envelope.Domain(rc.Addr) == c.dest.domain {
+		if m.States[rid] == spool.Pending && envelope.Domain(rc.Addr) == d.domain {
 			rids = append(rids, rid)
 		}
 	}
@@ -965,10 +973,10 @@ func (q *Manager) coldJobLocked(m *Message, c coldJob) {
 	}
 	for _, rid := range rids {
 		if m.LastReply[rid] == nil {
-			m.LastReply[rid] = c.last
+			m.LastReply[rid] = d.coldReply
 		}
 	}
-	q.readyLocked(&job{msg: m, dest: c.dest, rids: rids, attempts: int(c.attempts), index: -1})
+	q.readyLocked(&job{msg: m, dest: d, rids: rids, attempts: int(c.attempts), index: -1})
 }
 
 // messageFromRecord makes the in-memory message for a record; open is the
@@ -1026,12 +1034,13 @@ func (q *Manager) thawLocked(mid uint64) (*Message, bool) {
 	}
 	for _, c := range mine {
 		m.coldJobs--
+		d := q.destByID[c.dest]
 		var rids []int
 		for rid, rc := range m.Env.Recipients {
-			if m.States[rid] == spool.Pending && envelope.Domain(rc.Addr) == c.dest.domain {
+			if m.States[rid] == spool.Pending && envelope.Domain(rc.Addr) == d.domain {
 				rids = append(rids, rid)
 				if m.LastReply[rid] == nil {
-					m.LastReply[rid] = c.last
+					m.LastReply[rid] = d.coldReply
 				}
 			}
 		}
@@ -1039,7 +1048,7 @@ func (q *Manager) thawLocked(mid uint64) (*Message, bool) {
 			m.open--
 			continue
 		}
-		q.pushRetryLocked(&job{msg: m, dest: c.dest, rids: rids, attempts: int(c.attempts), next: time.Unix(0, c.next), index: -1})
+		q.pushRetryLocked(&job{msg: m, dest: d, rids: rids, attempts: int(c.attempts), next: time.Unix(0, c.next), index: -1})
 	}
 	return m, true
 }
@@ -1374,6 +1383,8 @@ func (q *Manager) coldInfo(mid uint64, jobs []coldJob) (Info, bool) {
 		return Info{}, false // finished meanwhile
 	}
 	m := &Message{MID: r.MID, Env: r.Env, Size: r.Size, States: r.States, LastReply: make([]*reply.Reply, len(r.Env.Recipients))}
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	return q.infoLocked(m, jobs), true
 }
 
@@ -1388,7 +1399,7 @@ func (q *Manager) infoLocked(m *Message, cold []coldJob) Info {
 	}
 	coldOf := map[string]coldJob{}
 	for _, c := range cold {
-		coldOf[c.dest.domain] = c
+		coldOf[q.destByID[c.dest].domain] = c
 	}
 	for rid, rc := range m.Env.Recipients {
 		ri := RcptInfo{RID: rid, Addr: rc.Addr}
@@ -1405,7 +1416,7 @@ func (q *Manager) infoLocked(m *Message, cold []coldJob) Info {
 			} else if c, ok := coldOf[envelope.Domain(rc.Addr)]; ok {
 				ri.State, ri.NextTry, ri.Attempts = "deferred", time.Unix(0, c.next), int(c.attempts)
 				if last == nil {
-					last = c.last
+					last = q.destByID[c.dest].coldReply
 				}
 			}
 		}
@@ -1547,24 +1558,42 @@ func (q *Manager) Destinations() []DestInfo {
 // Size returns the number of queued messages and the age of the oldest.
 func (q *Manager) Size() (int, time.Duration) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	var oldest time.Time
 	for _, m := range q.msgs {
 		if oldest.IsZero() || m.Env.Time.Before(oldest) {
 			oldest = m.Env.Time
 		}
 	}
+	// MIDs grow with arrival: the oldest message out of memory is the
+	// one with the lowest MID.
+	var first uint64
 	for _, c := range q.cold {
-		if t := time.Unix(int64(c.arrival), 0); oldest.IsZero() || t.Before(oldest) {
-			oldest = t
+		if first == 0 || c.mid < first {
+			first = c.mid
 		}
 	}
-	for _, cs := range q.thawing {
-		if t := time.Unix(int64(cs[0].arrival), 0); oldest.IsZero() || t.Before(oldest) {
-			oldest = t
+	for mid := range q.thawing {
+		if first == 0 || mid < first {
+			first = mid
 		}
 	}
+	cached := q.oldestCold
 	n := len(q.msgs) + q.coldMsgs
+	q.mu.Unlock()
+	if first != 0 {
+		t := cached.t
+		if cached.mid != first {
+			if r, err := q.o.Store.(Loader).Load(first); err == nil {
+				t = r.Env.Time
+				q.mu.Lock()
+				q.oldestCold.mid, q.oldestCold.t = first, t
+				q.mu.Unlock()
+			}
+		}
+		if !t.IsZero() && (oldest.IsZero() || t.Before(oldest)) {
+			oldest = t
+		}
+	}
 	if oldest.IsZero() {
 		return n, 0
 	}

@@ -400,8 +400,8 @@ func TestDeferredMessagesLeaveMemory(t *testing.T) {
 		hot, cold := h.q.Resident()
 		return hot == 0 && cold == n
 	})
-	if size, _ := h.q.Size(); size != n {
-		t.Fatalf("Size %d, want %d", size, n)
+	if size, age := h.q.Size(); size != n || age <= 0 || age > time.Minute {
+		t.Fatalf("Size %d, oldest %v; want %d, under a minute", size, age, n)
 	}
 	in, ok := h.q.Show(1)
 	if !ok || len(in.Recipients) != 2 {

@@ -198,16 +198,34 @@ type pending struct {
 	done chan error
 }
 
-// acceptBuf are the buffers one Accept writes through, reused: they were
-// ~96 KiB of garbage per accepted message.
+// acceptBuf are the buffers one Accept writes through, reused (they were
+// ~96 KiB of garbage per accepted message). 16 KiB each: a typical message
+// still goes to the file in one or two writes.
 type acceptBuf struct {
 	w    *bufio.Writer
 	copy []byte
 }
 
-var acceptBufs = sync.Pool{New: func() any {
-	return &acceptBuf{w: bufio.NewWriterSize(nil, 64<<10), copy: make([]byte, 32<<10)}
-}}
+// acceptBufs keeps a few idle acceptBufs: enough for the usual number of
+// concurrent injecting sessions, without sync.Pool's unbounded per-CPU and
+// victim copies staying resident between garbage collections.
+var acceptBufs = make(chan *acceptBuf, 16)
+
+func getAcceptBuf() *acceptBuf {
+	select {
+	case b := <-acceptBufs:
+		return b
+	default:
+		return &acceptBuf{w: bufio.NewWriterSize(nil, 16<<10), copy: make([]byte, 16<<10)}
+	}
+}
+
+func putAcceptBuf(b *acceptBuf) {
+	select {
+	case acceptBufs <- b:
+	default:
+	}
+}
 
 type onlyReader struct{ io.Reader }
 
@@ -230,8 +248,8 @@ func (s *Spool) Accept(mid uint64, env *envelope.Envelope, body io.Reader) (int6
 		s.ops.Remove(tmp)
 		return 0, err
 	}
-	bufs := acceptBufs.Get().(*acceptBuf)
-	defer acceptBufs.Put(bufs)
+	bufs := getAcceptBuf()
+	defer putAcceptBuf(bufs)
 	w := bufs.w
 	w.Reset(f)
 	defer w.Reset(nil)
