@@ -318,7 +318,7 @@ type Manager struct {
 		mid uint64
 		t   time.Time
 	}
-	conns   int
+	conns int
 	// pool holds the connections of idle workers by poolKey.
 	pool    map[string][]*pooled
 	closers sync.WaitGroup
