@@ -156,7 +156,7 @@ func New(cfg *config.Config) (*App, error) {
 				BounceProfile: p.BounceProfile, InitialRetry: b.InitialRetry.D(), MaxRetryInterval: b.MaxRetryInterval.D(),
 				MaxQueueLifetime: b.MaxQueueLifetime.D(), MaxRetries: b.MaxRetries}
 		},
-		Log: a.log, MaxConnections: cfg.Delivery.MaxConnections,
+		Log: a.log, MaxConnections: cfg.Delivery.MaxConnections, MaxActive: cfg.Delivery.MaxActive,
 	})
 	return a, nil
 }
@@ -339,6 +339,9 @@ func restartOnly(old, cfg *config.Config) []string {
 	}
 	if old.Delivery.MaxConnections != cfg.Delivery.MaxConnections {
 		out = append(out, "delivery.max_connections")
+	}
+	if old.Delivery.MaxActive != cfg.Delivery.MaxActive {
+		out = append(out, "delivery.max_active")
 	}
 	return out
 }

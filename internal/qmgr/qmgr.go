@@ -200,6 +200,10 @@ type Options struct {
 	// IdleReuse is how long an unused connection stays open for more
 	// work (default 2s).
 	IdleReuse time.Duration
+	// MaxActive bounds the messages in memory (0: no bound). Beyond it a
+	// new message waits on disk, first in line, until a message in
+	// memory finishes or leaves memory (needs a Loader store).
+	MaxActive int
 	Now       func() time.Time
 }
 
@@ -369,8 +373,13 @@ func (q *Manager) Run(ctx context.Context) {
 			j := q.popRetryLocked()
 			q.readyLocked(j)
 		}
-		due := 0
-		for q.cold.Len() > 0 && q.cold[0].next <= now.UnixNano() && due < 1000 {
+		due, room := 0, 1000
+		if q.o.MaxActive > 0 {
+			// Read back only what the active queue has room for; a
+			// message finishing or leaving memory kicks this loop.
+			room = min(room, q.o.MaxActive-len(q.msgs))
+		}
+		for q.cold.Len() > 0 && q.cold[0].next <= now.UnixNano() && due < room {
 			c := heap.Pop(&q.cold).(coldJob)
 			if q.thawing == nil {
 				q.thawing = map[uint64][]coldJob{}
@@ -382,7 +391,7 @@ func (q *Manager) Run(ctx context.Context) {
 		if q.retry.Len() > 0 {
 			wait = q.retry[0].next.Sub(now)
 		}
-		if q.cold.Len() > 0 {
+		if q.cold.Len() > 0 && due < room {
 			wait = min(wait, time.Duration(q.cold[0].next-now.UnixNano()))
 		}
 		q.mu.Unlock()
@@ -428,6 +437,17 @@ func (q *Manager) Submit(r *spool.Record) {
 	q.Stats.Messages.Add(1)
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if _, ok := q.o.Store.(Loader); ok && q.o.MaxActive > 0 && len(q.msgs) >= q.o.MaxActive && len(order) > 0 {
+		// The active queue is full: the message waits on disk, due now,
+		// and is read back when there is room (Run).
+		now := q.o.Now().UnixNano()
+		for _, d := range order {
+			heap.Push(&q.cold, coldJob{next: now, mid: m.MID, dest: q.destLocked(Dest{Domain: d, Gateway: m.Env.Gateway}).id})
+		}
+		q.coldMsgs++
+		q.kickLocked()
+		return
+	}
 	q.msgs[m.MID] = m
 	for _, d := range order {
 		m.open++
@@ -903,6 +923,17 @@ func (q *Manager) freezeLocked(m *Message) {
 	}
 	delete(q.msgs, m.MID)
 	q.coldMsgs++
+	if q.o.MaxActive > 0 {
+		q.kickLocked() // room in the active queue
+	}
+}
+
+// kickLocked wakes Run.
+func (q *Manager) kickLocked() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
 }
 
 // thaw brings the jobs in q.thawing back: each one's message is read from
@@ -1295,6 +1326,9 @@ func (q *Manager) outcome(j *job, dcid uint64, host string, res *TxnResult) {
 
 func (q *Manager) removeLocked(m *Message, how string) {
 	delete(q.msgs, m.MID)
+	if q.o.MaxActive > 0 {
+		q.kickLocked() // room in the active queue
+	}
 	if err := q.o.Store.Remove(m.MID); err != nil {
 		slog.Error("qmgr: remove message", "mid", m.MID, "err", err)
 	}

@@ -447,3 +447,33 @@ func TestDeferredMessagesLeaveMemory(t *testing.T) {
 		t.Errorf("%d bounces", h.b.n())
 	}
 }
+
+// MaxActive bounds the messages in memory: the rest wait on disk, first in
+// line, and every one is delivered once.
+func TestMaxActiveBoundsMemory(t *testing.T) {
+	rc := newReceiver(t, 30*time.Millisecond)
+	h := start(t, tablePlanner{"a.test": rc.addr, "b.test": rc.addr}, qmgr.Profile{MaxConcurrency: 2, MaxMessagesPerConnection: 100},
+		qmgr.Options{MaxActive: 5})
+	const n = 40
+	for i := 0; i < n; i++ {
+		h.submit(t, fmt.Sprintf("u%d@a.test", i), fmt.Sprintf("u%d@b.test", i))
+	}
+	peak := 0
+	eventually(t, 30*time.Second, "every delivery", func() bool {
+		if hot, _ := h.q.Resident(); hot > peak {
+			peak = hot
+		}
+		return rc.msgs.Load() == 2*n
+	})
+	eventually(t, 5*time.Second, "an empty queue", func() bool { size, _ := h.q.Size(); return size == 0 })
+	if peak > 5 {
+		t.Errorf("%d messages in memory at once, max_active 5", peak)
+	}
+	if peak == 0 {
+		t.Error("never saw a message in memory")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := rc.msgs.Load(); got != 2*n {
+		t.Errorf("%d transactions, want %d", got, 2*n)
+	}
+}
