@@ -22,8 +22,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"outpost/internal/config"
 	"outpost/internal/configstore"
 	"outpost/internal/ctl"
@@ -53,7 +51,7 @@ type App struct {
 	metrics  *metricsServer
 	ids      *counter
 	// tlsOutcomes counts delivery connections by TLS outcome and mode.
-	tlsOutcomes *prometheus.CounterVec
+	tlsOutcomes *counterVec
 	// tlsReport is the per-destination TLS report of the web UI (tlsreport.go).
 	tlsReport tlsReport
 
@@ -97,8 +95,7 @@ type listener struct {
 
 // New builds an App from a validated configuration; nothing is listening yet.
 func New(cfg *config.Config) (*App, error) {
-	a := &App{dataDir: cfg.DataDir, tlsOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "outpost", Name: "tls_connections_total",
-		Help: "Delivery connection attempts by TLS outcome (success, failed, plaintext) and destination TLS mode."}, []string{"outcome", "mode"})}
+	a := &App{dataDir: cfg.DataDir, tlsOutcomes: newCounterVec("outcome", "mode")}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
