@@ -270,10 +270,19 @@ type dest struct {
 	lastErr string
 	// id indexes Manager.destByID (coldJob.dest).
 	id uint32
+	// deadReply, until deadUntil, defers new jobs without a connection
+	// attempt: no host of the destination accepted one moments ago.
+	deadReply *reply.Reply
+	deadUntil time.Time
 	// coldReply is the last reply a job of this destination got before
 	// it left memory: the queue views show it for every cold job.
 	coldReply *reply.Reply
 }
+
+// deadFor is how long a destination whose hosts all refused is left
+// alone (at most its initial retry interval): jobs arriving meanwhile are
+// deferred with the same reply, as Postfix does for a dead destination.
+const deadFor = 10 * time.Second
 
 // Stats are counters for metrics.
 type Stats struct {
@@ -612,6 +621,18 @@ func (q *Manager) worker(d *dest) {
 	if first == nil {
 		return
 	}
+	q.mu.Lock()
+	dead := d.deadReply
+	if dead != nil && !q.o.Now().Before(d.deadUntil) {
+		dead, d.deadReply = nil, nil
+	}
+	q.mu.Unlock()
+	if dead != nil {
+		// No host answered moments ago: defer with that reason instead
+		// of a connection attempt per arriving message.
+		q.failDest(d, first, 0, dead, "")
+		return
+	}
 	plan, rerr := q.o.Planner.Plan(ctx, d.domain)
 	if rerr == nil && plan.Deferred() {
 		rerr = reply.New(451, plan.DeferCode, "%s", plan.DeferText)
@@ -654,6 +675,11 @@ func (q *Manager) worker(d *dest) {
 		r := asReply(lastErr)
 		if len(plan.Hosts) == 0 {
 			r = reply.New(451, "4.4.4", "no destination host for %s", d.domain)
+		}
+		if !r.Permanent() && ctx.Err() == nil {
+			q.mu.Lock()
+			d.deadReply, d.deadUntil = r, q.o.Now().Add(min(prof.InitialRetry, deadFor))
+			q.mu.Unlock()
 		}
 		q.failDest(d, first, 0, r, "")
 		return
@@ -1466,6 +1492,9 @@ func (q *Manager) infoLocked(m *Message, cold []coldJob) Info {
 func (q *Manager) Flush() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	for _, d := range q.dests {
+		d.deadReply = nil // the administrator asks for attempts now
+	}
 	n := 0
 	for q.retry.Len() > 0 {
 		j := q.popRetryLocked()

@@ -477,3 +477,42 @@ func TestMaxActiveBoundsMemory(t *testing.T) {
 		t.Errorf("%d transactions, want %d", got, 2*n)
 	}
 }
+
+// A destination whose hosts all failed moments ago is left alone for a
+// while: messages arriving meanwhile are deferred with the same reply
+// instead of a connection attempt each. Flush tries again at once.
+func TestDeadDestinationNotRetriedPerMessage(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepts atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			c.Close() // no greeting: the connection attempt fails
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	h := start(t, tablePlanner{"dead.test": ln.Addr().String()}, qmgr.Profile{MaxConcurrency: 5, MaxMessagesPerConnection: 10},
+		qmgr.Options{InitialRetry: time.Hour})
+	for i := 0; i < 30; i++ {
+		h.submit(t, fmt.Sprintf("u%d@dead.test", i))
+		time.Sleep(5 * time.Millisecond)
+	}
+	eventually(t, 10*time.Second, "30 deferrals", func() bool { return h.q.Stats.Deferred.Load() == 30 })
+	if n := accepts.Load(); n > 5 {
+		t.Errorf("%d connection attempts for 30 messages to a dead destination", n)
+	}
+	in, ok := h.q.Show(30)
+	if !ok || in.Recipients[0].State != "deferred" || in.Recipients[0].LastReply == "" {
+		t.Errorf("the last message: %+v", in)
+	}
+	before := accepts.Load()
+	h.q.Flush()
+	eventually(t, 10*time.Second, "an attempt after Flush", func() bool { return accepts.Load() > before })
+}
