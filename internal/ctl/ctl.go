@@ -39,7 +39,9 @@ import (
 
 // Queue is what the control API needs of the queue manager.
 type Queue interface {
-	List() []qmgr.Info
+	// Each calls f for every queued message, oldest first, until f
+	// returns false.
+	Each(f func(qmgr.Info) bool)
 	Show(mid uint64) (qmgr.Info, bool)
 	Destinations() []qmgr.DestInfo
 	Flush() int
@@ -89,7 +91,30 @@ func Listen(path string, q Queue, logs LogFeed, sts PolicyCache, cfg ConfigAdmin
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/queue", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, q.List()) })
+	mux.HandleFunc("GET /v1/queue", func(w http.ResponseWriter, r *http.Request) {
+		// Streamed row by row: a large queue is never built in memory
+		// (messages waiting on disk are read back one at a time).
+		w.Header().Set("Content-Type", "application/json")
+		bw := bufio.NewWriter(w)
+		bw.WriteString("[")
+		sep := "\n  "
+		q.Each(func(in qmgr.Info) bool {
+			b, err := json.MarshalIndent(in, "  ", "  ")
+			if err != nil {
+				return false
+			}
+			bw.WriteString(sep)
+			bw.Write(b)
+			sep = ",\n  "
+			return r.Context().Err() == nil
+		})
+		if sep == "\n  " {
+			bw.WriteString("]\n")
+		} else {
+			bw.WriteString("\n]\n")
+		}
+		bw.Flush()
+	})
 	mux.HandleFunc("GET /v1/destinations", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, q.Destinations()) })
 	mux.HandleFunc("GET /v1/queue/{mid}", func(w http.ResponseWriter, r *http.Request) {
 		mid, ok := parseMID(w, r)

@@ -49,6 +49,7 @@
 package qmgr
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
@@ -56,6 +57,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -1380,29 +1382,77 @@ type RcptInfo struct {
 	Attempts  int       `json:"attempts"`
 }
 
-// List returns the queued messages, oldest first. Messages out of memory
-// are read back from the store for it (outside the lock).
+// List returns the queued messages, oldest first. It holds every row at
+// once: for a large queue prefer Each.
 func (q *Manager) List() []Info {
+	var out []Info
+	q.Each(func(in Info) bool {
+		out = append(out, in)
+		return true
+	})
+	return out
+}
+
+// Each calls f for every queued message, oldest (lowest MID) first, until
+// f returns false. Messages out of memory are read back one at a time,
+// outside the lock, so a backlog of 100 000 is never all in memory at once.
+func (q *Manager) Each(f func(Info) bool) {
 	q.mu.Lock()
-	out := make([]Info, 0, len(q.msgs)+q.coldMsgs)
-	cold := q.coldByMIDLocked()
-	for _, m := range q.msgs {
-		out = append(out, q.infoLocked(m, cold[m.MID]))
+	hot := make([]uint64, 0, len(q.msgs))
+	for mid := range q.msgs {
+		hot = append(hot, mid)
 	}
-	var coldMIDs []uint64
-	for mid := range cold {
-		if _, hot := q.msgs[mid]; !hot {
-			coldMIDs = append(coldMIDs, mid)
-		}
+	cold := make([]coldJob, 0, q.cold.Len())
+	cold = append(cold, q.cold...)
+	for _, cs := range q.thawing {
+		cold = append(cold, cs...)
 	}
 	q.mu.Unlock()
-	for _, mid := range coldMIDs {
-		if in, ok := q.coldInfo(mid, cold[mid]); ok {
-			out = append(out, in)
+	slices.Sort(hot)
+	slices.SortFunc(cold, func(a, b coldJob) int { return cmp.Compare(a.mid, b.mid) })
+	for len(hot) > 0 || len(cold) > 0 {
+		if len(hot) > 0 && (len(cold) == 0 || hot[0] <= cold[0].mid) {
+			mid := hot[0]
+			hot = hot[1:]
+			// Its cold jobs, if any (a message partly read back).
+			n := 0
+			for n < len(cold) && cold[n].mid == mid {
+				n++
+			}
+			jobs := cold[:n]
+			cold = cold[n:]
+			q.mu.Lock()
+			m, ok := q.msgs[mid]
+			var in Info
+			if ok {
+				in = q.infoLocked(m, jobs)
+			}
+			q.mu.Unlock()
+			if ok && !f(in) {
+				return
+			}
+			continue
+		}
+		mid := cold[0].mid
+		n := 0
+		for n < len(cold) && cold[n].mid == mid {
+			n++
+		}
+		jobs := cold[:n]
+		cold = cold[n:]
+		in, ok := q.coldInfo(mid, jobs)
+		if !ok {
+			q.mu.Lock()
+			m, hotNow := q.msgs[mid] // read back meanwhile
+			if hotNow {
+				in, ok = q.infoLocked(m, nil), true
+			}
+			q.mu.Unlock()
+		}
+		if ok && !f(in) {
+			return
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].MID < out[j].MID })
-	return out
 }
 
 // Show returns one message.
@@ -1423,17 +1473,6 @@ func (q *Manager) Show(mid uint64) (Info, bool) {
 		return Info{}, false
 	}
 	return q.coldInfo(mid, mine)
-}
-
-func (q *Manager) coldByMIDLocked() map[uint64][]coldJob {
-	cold := make(map[uint64][]coldJob)
-	for _, c := range q.cold {
-		cold[c.mid] = append(cold[c.mid], c)
-	}
-	for mid, cs := range q.thawing {
-		cold[mid] = append(cold[mid], cs...)
-	}
-	return cold
 }
 
 // coldInfo is the queue view of a message out of memory, read back.

@@ -415,6 +415,14 @@ func TestDeferredMessagesLeaveMemory(t *testing.T) {
 	if list := h.q.List(); len(list) != n || list[0].MID != 1 || list[0].From != "s@sender.test" {
 		t.Fatalf("List: %d messages, first %+v", len(list), list[0])
 	}
+	var seen []uint64
+	h.q.Each(func(in qmgr.Info) bool {
+		seen = append(seen, in.MID)
+		return len(seen) < 3
+	})
+	if fmt.Sprint(seen) != "[1 2 3]" {
+		t.Errorf("Each, stopped after 3: %v", seen)
+	}
 	if err := h.q.Delete(2); err != nil {
 		t.Fatal(err)
 	}
