@@ -1014,28 +1014,33 @@ func (q *Manager) thaw() {
 // coldJobLocked turns a cold job of a message now in memory into a ready
 // job for its destination.
 func (q *Manager) coldJobLocked(m *Message, c coldJob) {
+	if j := q.jobFromColdLocked(m, c); j != nil {
+		q.readyLocked(j)
+	} else if m.open == 0 && !m.deleted {
+		q.removeLocked(m, "done")
+	}
+}
+
+// jobFromColdLocked makes the job of a message now in memory for one of
+// its cold jobs: the pending recipients of that destination. It returns
+// nil, and counts the job as finished, when none are left.
+func (q *Manager) jobFromColdLocked(m *Message, c coldJob) *job {
 	m.coldJobs--
 	d := q.destByID[c.dest]
 	var rids []int
 	for rid, rc := range m.Env.Recipients {
 		if m.States[rid] == spool.Pending && envelope.Domain(rc.Addr) == d.domain {
 			rids = append(rids, rid)
+			if m.LastReply[rid] == nil {
+				m.LastReply[rid] = d.coldReply
+			}
 		}
 	}
 	if len(rids) == 0 {
-		// Nothing left for that destination (finished meanwhile).
-		m.open--
-		if m.open == 0 && !m.deleted {
-			q.removeLocked(m, "done")
-		}
-		return
+		m.open-- // finished meanwhile
+		return nil
 	}
-	for _, rid := range rids {
-		if m.LastReply[rid] == nil {
-			m.LastReply[rid] = d.coldReply
-		}
-	}
-	q.readyLocked(&job{msg: m, dest: d, rids: rids, attempts: int(c.attempts), index: -1})
+	return &job{msg: m, dest: d, rids: rids, attempts: int(c.attempts), next: time.Unix(0, c.next), index: -1}
 }
 
 // messageFromRecord makes the in-memory message for a record; open is the
@@ -1092,22 +1097,9 @@ func (q *Manager) thawLocked(mid uint64) (*Message, bool) {
 		q.coldMsgs--
 	}
 	for _, c := range mine {
-		m.coldJobs--
-		d := q.destByID[c.dest]
-		var rids []int
-		for rid, rc := range m.Env.Recipients {
-			if m.States[rid] == spool.Pending && envelope.Domain(rc.Addr) == d.domain {
-				rids = append(rids, rid)
-				if m.LastReply[rid] == nil {
-					m.LastReply[rid] = d.coldReply
-				}
-			}
+		if j := q.jobFromColdLocked(m, c); j != nil {
+			q.pushRetryLocked(j)
 		}
-		if len(rids) == 0 {
-			m.open--
-			continue
-		}
-		q.pushRetryLocked(&job{msg: m, dest: d, rids: rids, attempts: int(c.attempts), next: time.Unix(0, c.next), index: -1})
 	}
 	return m, true
 }
@@ -1481,7 +1473,7 @@ func (q *Manager) coldInfo(mid uint64, jobs []coldJob) (Info, bool) {
 	if err != nil {
 		return Info{}, false // finished meanwhile
 	}
-	m := &Message{MID: r.MID, Env: r.Env, Size: r.Size, States: r.States, LastReply: make([]*reply.Reply, len(r.Env.Recipients))}
+	m := q.messageFromRecord(r)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.infoLocked(m, jobs), true
