@@ -73,6 +73,13 @@ func (s *rsess) Data(r io.Reader) error {
 }
 
 func newReceiver(t *testing.T, delay time.Duration) *receiver {
+	return serveReceiver(t, "127.0.0.1:0", delay, nil)
+}
+
+// serveReceiver starts a receiver on addr (one that was refusing
+// connections until now, or :0), tuned by tune when set.
+func serveReceiver(t *testing.T, addr string, delay time.Duration, tune func(*smtp.Server)) *receiver {
+	t.Helper()
 	rc := &receiver{delay: delay}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		rc.conns.Add(1)
@@ -80,7 +87,10 @@ func newReceiver(t *testing.T, delay time.Duration) *receiver {
 	}))
 	srv.Domain = "rcv.test"
 	srv.AllowInsecureAuth = true
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if tune != nil {
+		tune(srv)
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,15 +269,7 @@ func TestRetryThenDeliverAndExpiryBounce(t *testing.T) {
 		in, ok := h.q.Show(1)
 		return ok && in.Recipients[0].State == "deferred"
 	})
-	rc := &receiver{}
-	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &rsess{r: rc}, nil }))
-	srv.Domain, srv.AllowInsecureAuth = "rcv.test", true
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Close()
+	rc := serveReceiver(t, addr, 0, nil)
 	eventually(t, 10*time.Second, "delivery after retry", func() bool { return rc.msgs.Load() == 1 })
 	eventually(t, 10*time.Second, "expiry bounce", func() bool { return h.b.n() == 1 })
 	if f := h.b.list[0]; f.Reply.Class() != "5.4.7" || !strings.Contains(f.Reason, "expired") {
@@ -347,20 +349,9 @@ func TestConnectionsPooledAcrossDomains(t *testing.T) {
 // A parked connection the server has closed meanwhile is not used: the
 // next message goes on a new connection at its first attempt.
 func TestPooledConnectionClosedByServer(t *testing.T) {
-	rc := &receiver{}
-	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		rc.conns.Add(1)
-		return &rsess{r: rc}, nil
-	}))
-	srv.Domain = "rcv.test"
-	srv.ReadTimeout = 150 * time.Millisecond // closes idle sessions
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.addr = ln.Addr().String()
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	rc := serveReceiver(t, "127.0.0.1:0", 0, func(srv *smtp.Server) {
+		srv.ReadTimeout = 150 * time.Millisecond // closes idle sessions
+	})
 	h := start(t, tablePlanner{"a.test": rc.addr, "b.test": rc.addr}, qmgr.Profile{MaxConcurrency: 5, MaxMessagesPerConnection: 100}, qmgr.Options{IdleReuse: 10 * time.Second})
 	h.submit(t, "u@a.test")
 	eventually(t, 10*time.Second, "first delivery", func() bool { return rc.msgs.Load() == 1 })
@@ -429,15 +420,7 @@ func TestDeferredMessagesLeaveMemory(t *testing.T) {
 	if _, ok := h.q.Show(2); ok {
 		t.Fatal("a deleted message is still shown")
 	}
-	rc := &receiver{}
-	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &rsess{r: rc}, nil }))
-	srv.Domain, srv.AllowInsecureAuth = "rcv.test", true
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Close()
+	rc := serveReceiver(t, addr, 0, nil)
 	if got := h.q.Flush(); got != n-1+n/4 {
 		t.Errorf("Flush made %d jobs due, want %d", got, n-1+n/4)
 	}
