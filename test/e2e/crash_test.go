@@ -146,45 +146,9 @@ func TestCrashKill9DuringBurstLosesNothing(t *testing.T) {
 	}
 
 	// Every message that got 250 must arrive; wait (bounded) for the queue to drain.
-	deadline := time.Now().Add(60 * time.Second)
-	var missing []string
-	for {
-		got := rcv.byMessageID()
-		missing = missing[:0]
-		for _, id := range accepted {
-			if got[id] == 0 {
-				missing = append(missing, id)
-			}
-		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		q, _ := d.cli("queue", "list")
-		t.Fatalf("%d of %d messages that got 250 were lost, e.g. %v\nqueue:\n%s", len(missing), len(accepted), missing[:min(10, len(missing))], q)
-	}
-	// Let late retries (duplicates) land before counting them.
-	time.Sleep(2 * time.Second)
-
-	got := rcv.byMessageID()
-	acc := map[string]bool{}
-	for _, id := range accepted {
-		acc[id] = true
-	}
-	dups, extra := 0, 0
-	for id, n := range got {
-		if n > 1 {
-			dups += n - 1
-			if n-1 > rounds {
-				t.Errorf("%s arrived %d times: more than one duplicate per crash", id, n)
-			}
-		}
-		if !acc[id] {
-			extra++ // stored but the client never saw the 250: allowed
-		}
+	got, dups, extra, worst, maxPer := waitAllArrived(t, d, rcv, accepted, 60*time.Second)
+	if maxPer > rounds {
+		t.Errorf("%s arrived %d times: more than one duplicate per crash", worst, maxPer+1)
 	}
 	t.Logf("%d rounds in %v: %d submissions tried, %d got 250, %d distinct delivered (%d without a 250 seen), %d duplicate arrivals",
 		rounds, time.Since(begin).Round(time.Millisecond), attempted, len(accepted), len(got), extra, dups)
@@ -206,4 +170,49 @@ func TestCrashKill9DuringBurstLosesNothing(t *testing.T) {
 	if out, _ := d.cli("queue", "list"); !strings.Contains(out, "0 message(s)") {
 		t.Errorf("queue not empty after every message was delivered:\n%s", out)
 	}
+}
+
+// waitAllArrived waits (at most timeout) until every message that got 250
+// has arrived at rcv, failing the test with the missing ones if not; then
+// it lets late retries land and counts the arrivals: duplicates in all,
+// messages stored without the client seeing 250 (allowed), and the most
+// duplicated message with its duplicate count.
+func waitAllArrived(t *testing.T, d *daemon, rcv *sink, accepted []string, timeout time.Duration) (got map[string]int, dups, extra int, worst string, maxPer int) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var missing []string
+	for {
+		got = rcv.byMessageID()
+		missing = missing[:0]
+		for _, id := range accepted {
+			if got[id] == 0 {
+				missing = append(missing, id)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		q, _ := d.cli("queue", "list")
+		t.Fatalf("%d of %d messages that got 250 were lost, e.g. %v\nqueue:\n%s", len(missing), len(accepted), missing[:min(10, len(missing))], q)
+	}
+	time.Sleep(2 * time.Second) // late retries (duplicates)
+	got = rcv.byMessageID()
+	acc := make(map[string]bool, len(accepted))
+	for _, id := range accepted {
+		acc[id] = true
+	}
+	for id, n := range got {
+		dups += n - 1
+		if n-1 > maxPer {
+			worst, maxPer = id, n-1
+		}
+		if !acc[id] {
+			extra++
+		}
+	}
+	return got, dups, extra, worst, maxPer
 }

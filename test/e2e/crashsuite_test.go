@@ -137,41 +137,7 @@ func TestCrashSuiteKill9Cycles(t *testing.T) {
 	}
 	crashed := time.Since(begin)
 
-	deadline := time.Now().Add(3 * time.Minute)
-	var missing []string
-	for {
-		got := rcv.byMessageID()
-		missing = missing[:0]
-		for _, id := range accepted {
-			if got[id] == 0 {
-				missing = append(missing, id)
-			}
-		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		q, _ := d.cli("queue", "list")
-		t.Fatalf("%d of %d messages that got 250 were lost, e.g. %v\nqueue:\n%s", len(missing), len(accepted), missing[:min(10, len(missing))], q)
-	}
-	time.Sleep(2 * time.Second) // late duplicates
-
-	got := rcv.byMessageID()
-	acc := make(map[string]bool, len(accepted))
-	for _, id := range accepted {
-		acc[id] = true
-	}
-	dups, extra, maxPer := 0, 0, 0
-	for id, n := range got {
-		dups += n - 1
-		maxPer = max(maxPer, n-1)
-		if !acc[id] {
-			extra++
-		}
-	}
+	got, dups, extra, _, maxPer := waitAllArrived(t, d, rcv, accepted, 3*time.Minute)
 	sort.Ints(delays)
 	t.Logf("CRASH SUITE: %d cycles (kill -9 at %d–%d ms, median %d ms) in %v (+%v drain): %d DATA attempts, %d got 250, 0 lost, %d distinct delivered (%d stored without the client seeing 250), %d duplicate arrivals (%.3f per crash, most for one message %d); deliveries under way at %d of %d kills",
 		cycles, delays[0], delays[len(delays)-1], delays[len(delays)/2], crashed.Round(time.Second), (time.Since(begin) - crashed).Round(time.Second),
